@@ -1,0 +1,89 @@
+"""ZeusPredictor caching, segment_image, and the bundled default model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from zeusseg.build_zeus import build_zeus
+from zeusseg.predictor import ZeusPredictor
+from zeusseg.structures import MicroscopyImage
+from zeusseg.zeus_segmenter import segment_image
+
+from .zeus_fakes import fake_embedder
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+
+
+def _predictor():
+    torch.manual_seed(0)
+    return ZeusPredictor(build_zeus("zeus-tiny"), embedder=fake_embedder())
+
+
+def test_predict_before_set_image_raises():
+    with pytest.raises(RuntimeError, match="set_image"):
+        _predictor().predict("cell nuclei")
+
+
+def test_several_prompts_cost_one_encoder_pass(monkeypatch):
+    pred = _predictor()
+    calls = []
+    original = pred.model.encode_image
+    monkeypatch.setattr(pred.model, "encode_image", lambda x: calls.append(x.shape) or original(x))
+    pred.set_image(np.random.default_rng(0).random((50, 70), dtype=np.float32))
+    probs = pred.predict(["cell nuclei", "virus particles", "RSV"])
+    more = pred.predict("FLUAV")
+    assert calls == [(1, 1, 64, 96)]  # padded to multiples of 32, encoded once
+    assert probs.shape == (3, 3, 50, 70) and more.shape == (1, 3, 50, 70)
+    assert probs.min() >= 0 and probs.max() <= 1
+    np.testing.assert_allclose(pred.predict("RSV")[0], probs[2], atol=1e-5)
+
+
+def test_segment_image_returns_original_size():
+    pred = _predictor()
+    image = MicroscopyImage(np.random.default_rng(1).random((90, 70), dtype=np.float32))
+    masks = segment_image(pred, image, ["cell nuclei", "virus particles"], scale=0.7)
+    assert masks.shape == (90, 70)
+    assert masks.class_names == {1: "cell nuclei", 2: "virus particles"}
+    assert not pred.is_image_set
+
+
+def _bundled_or_skip():
+    from zeusseg.pretrained import weights_present
+
+    if not weights_present("zeus-default"):
+        pytest.skip("bundled zeus-default model not present")
+
+
+# (example image, ground-truth labels in tests/data, right prompt, swapped prompt, AP@0.5 floor)
+# Floors: measured AP@0.5 of the bundled model on each image minus a margin (docs/model_card.md).
+BUNDLED_CASES = [
+    ("visn-0008.png", "visn-0008-labels.png", "virus particles", "cell nuclei", 0.5),
+    ("dsb-0010.png", "dsb-0010-labels.png", "cell nuclei", "virus particles", 0.5),
+    ("coelho-u2os-dna-0.png", "coelho-u2os-dna-0-labels.png", "cell nuclei", "virus particles",
+     0.5),
+]
+
+
+@pytest.mark.parametrize(("image", "labels", "prompt", "swapped", "floor"), BUNDLED_CASES)
+def test_bundled_model_segments_examples(image, labels, prompt, swapped, floor):
+    _bundled_or_skip()
+    from zeusseg.io import read_image, read_label_image
+    from zeusseg.metrics import average_precision
+
+    if not (EXAMPLES / image).is_file():
+        pytest.skip(f"example {image} not present")
+    torch.set_num_threads(2)
+    pred = ZeusPredictor(build_zeus("zeus-default"))
+    img = read_image(EXAMPLES / image)
+    gt = read_label_image(REPO / "tests" / "data" / labels)
+    masks = segment_image(pred, img, [prompt])
+    ap, *_ = average_precision(gt.labels, masks.labels, thresholds=(0.5,))
+    assert ap[0] >= floor, f"AP@0.5 {ap[0]:.3f} below the measured floor {floor}"
+    swapped_masks = segment_image(pred, img, [swapped])
+    assert len(swapped_masks) <= max(1, 0.05 * len(masks))

@@ -1,0 +1,104 @@
+"""``zeusseg segment``: instance masks for an image or a folder of images."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from zeusseg.errors import InputError
+from zeusseg.segment import DEFAULT_METHOD, METHODS, run_segment
+
+_logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "segment",
+        help="segment an image or a folder of images",
+        description=(
+            "Segment every image (PNG, JPEG, TIFF; 8/16-bit, grey/RGB) of IMG_OR_DIR. Writes "
+            "OUT/labels/<name>.tif (instance labels with classes and scores, opens in napari "
+            "and Fiji), OUT/overlays/<name>.png and OUT/predictions.json (COCO, RLE)."
+        ),
+    )
+    inp = p.add_argument_group("Input")
+    inp.add_argument(
+        "input", metavar="IMG_OR_DIR", nargs="?", help="an image file or a folder of images"
+    )
+    inp.add_argument(
+        "--dataset",
+        default=None,
+        help="segment the images of a registered dataset instead (e.g. visn-val; see docs/data.md)",
+    )
+    inp.add_argument("--data-root", default=None, help="shared data folder (or ZEUSSEG_DATA_ROOT)")
+    inp.add_argument(
+        "-p",
+        "--prompt",
+        action="append",
+        default=None,
+        help="what to segment, e.g. 'virus particles'; repeat for several classes "
+        "(each instance gets the class of the prompt it answers best)",
+    )
+    mod = p.add_argument_group("Model")
+    mod.add_argument(
+        "--method",
+        choices=METHODS,
+        default=DEFAULT_METHOD,
+        help="zeus: the text-prompted model; classical: Otsu + watershed floor "
+        "(default: %(default)s)",
+    )
+    mod.add_argument("--model", default=None, help="model name or checkpoint (zeus)")
+    mod.add_argument("--adapter", default=None, help="LoRA adapter folder to apply (zeus)")
+    out = p.add_argument_group("Output")
+    out.add_argument("-o", "--out", default="zeusseg_output", help="output folder (%(default)s)")
+    out.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
+    out.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="keep label TIFFs already in OUT/labels (resume an interrupted run)",
+    )
+    out.add_argument(
+        "--on-error",
+        choices=("stop", "skip"),
+        default="stop",
+        help="on a bad image: stop (exit 2) or skip it, report it and exit 1 at the end",
+    )
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if (args.input is None) == (args.dataset is None):
+        raise InputError(None, "give either IMG_OR_DIR or --dataset NAME (exactly one)")
+    if args.dataset is not None:
+        from zeusseg.datasets import get_dataset
+
+        ds = get_dataset(args.dataset, args.data_root)
+        inputs = [ds.image_path(n) for n in ds.names]
+        prompts = args.prompt or [ds.spec.prompt]
+    else:
+        inputs = args.input
+        prompts = args.prompt or ["object"]
+    report = run_segment(
+        inputs,
+        prompts,
+        args.out,
+        method=args.method,
+        model=args.model,
+        adapter=args.adapter,
+        overlays=not args.no_overlay,
+        skip_existing=args.skip_existing,
+        on_error=args.on_error,
+    )
+    n = len(report.done) + len(report.skipped_existing)
+    print(f"segmented {n} image(s), {report.instances} new instance(s)")
+    if n:
+        print(f"labels:      {report.out / 'labels'}")
+        if not args.no_overlay:
+            print(f"overlays:    {report.out / 'overlays'}")
+        print(f"predictions: {report.predictions}")
+    if report.failed:
+        print(f"skipped {len(report.failed)} bad file(s):")
+        for name, problem in report.failed.items():
+            print(f"  {name}: {problem}")
+        return 1
+    return 0

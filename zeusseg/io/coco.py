@@ -1,0 +1,215 @@
+"""COCO JSON: reading instance datasets (polygons and RLE) and writing predictions (RLE).
+
+Masks are always rasterised from ``segmentation``; the ``bbox`` field of an input file is
+ignored (VISN's are padded) and boxes are derived from the masks. Where two annotations of one
+image overlap, the later one owns the shared pixels in the label image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from zeusseg.errors import InputError
+from zeusseg.io.atomic import write_text_atomic
+from zeusseg.structures import InstanceMasks
+
+
+@dataclass
+class CocoDataset:
+    """A COCO instance dataset held in memory.
+
+    Attributes:
+        path: the JSON file.
+        images: image id -> {"file_name", "height", "width"}.
+        categories: category id -> name.
+        annotations: image id -> list of annotation dicts (with ``segmentation``).
+    """
+
+    path: Path
+    images: dict[int, dict]
+    categories: dict[int, str]
+    annotations: dict[int, list[dict]] = field(default_factory=dict)
+
+    @property
+    def image_dir(self) -> Path:
+        """The ``images/`` folder next to the JSON file (the layout of the shared data)."""
+        return self.path.parent / "images"
+
+    def id_by_name(self) -> dict[str, int]:
+        """Image file stem -> image id."""
+        return {Path(v["file_name"]).stem: k for k, v in self.images.items()}
+
+    def masks(self, image_id: int) -> InstanceMasks:
+        """Rasterise the annotations of one image into an InstanceMasks."""
+        from pycocotools import mask as mask_utils
+
+        info = self.images[image_id]
+        h, w = int(info["height"]), int(info["width"])
+        anns = self.annotations.get(image_id, [])
+        labels = np.zeros((h, w), np.int32)
+        class_ids, scores, ids = [], [], []
+        for k, ann in enumerate(anns, start=1):
+            m = mask_utils.decode(_to_rle(ann["segmentation"], h, w, self.path)).astype(bool)
+            if m.ndim == 3:
+                m = m.any(axis=2)
+            if not m.any():
+                continue
+            labels[m] = k
+            ids.append(k)
+            class_ids.append(int(ann["category_id"]))
+            scores.append(float(ann.get("score", 1.0)))
+        ids_arr = np.asarray(ids, np.int64)
+        present = np.isin(ids_arr, labels)  # drop instances fully covered by later ones
+        return InstanceMasks(
+            labels=labels,
+            ids=ids_arr[present],
+            class_ids=np.asarray(class_ids, np.int64)[present],
+            scores=np.asarray(scores, np.float32)[present],
+            class_names=dict(self.categories),
+        ).relabelled()
+
+
+def _to_rle(segm, h: int, w: int, path: Path):
+    from pycocotools import mask as mask_utils
+
+    if isinstance(segm, list):  # polygons
+        polys = [p for p in segm if isinstance(p, list) and len(p) >= 6]
+        if not polys:
+            return mask_utils.encode(np.zeros((h, w, 1), np.uint8, order="F"))
+        return mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
+    if isinstance(segm, dict) and "counts" in segm and "size" in segm:
+        if isinstance(segm["counts"], list):  # uncompressed RLE
+            return mask_utils.frPyObjects(segm, h, w)
+        rle = dict(segm)
+        if isinstance(rle["counts"], str):
+            rle["counts"] = rle["counts"].encode("ascii")
+        return rle
+    raise InputError(path, f"unsupported segmentation of type {type(segm).__name__}")
+
+
+def _require(cond: bool, path: Path, problem: str) -> None:
+    if not cond:
+        raise InputError(path, problem)
+
+
+def read_coco(path: str | os.PathLike) -> CocoDataset:
+    """Read and validate a COCO instance JSON (a dict with images, annotations, categories).
+
+    Raises:
+        InputError: missing or unreadable file, not JSON, not COCO (missing keys, wrong types),
+            annotations that refer to unknown images or categories.
+    """
+    path = Path(path)
+    _require(path.is_file(), path, "no such file")
+    _require(path.stat().st_size > 0, path, "file is empty (0 bytes)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(path, f"not valid JSON ({err})") from err
+    _require(isinstance(data, dict), path, "not a COCO dataset (top level is not an object)")
+    for key in ("images", "annotations", "categories"):
+        _require(key in data, path, f"not a COCO dataset (missing key '{key}')")
+        _require(isinstance(data[key], list), path, f"'{key}' must be a list")
+    images: dict[int, dict] = {}
+    for i, im in enumerate(data["images"]):
+        _require(isinstance(im, dict), path, f"images[{i}] is not an object")
+        for key in ("id", "file_name", "height", "width"):
+            _require(key in im, path, f"images[{i}] lacks '{key}'")
+        _require(
+            isinstance(im["height"], int)
+            and isinstance(im["width"], int)
+            and im["height"] > 0
+            and im["width"] > 0,
+            path,
+            f"images[{i}] has a bad height/width",
+        )
+        images[int(im["id"])] = {
+            "file_name": str(im["file_name"]),
+            "height": im["height"],
+            "width": im["width"],
+        }
+    categories: dict[int, str] = {}
+    for i, cat in enumerate(data["categories"]):
+        _require(isinstance(cat, dict) and "id" in cat, path, f"categories[{i}] lacks 'id'")
+        categories[int(cat["id"])] = str(cat.get("name", cat["id"]))
+    annotations: dict[int, list[dict]] = {}
+    for i, ann in enumerate(data["annotations"]):
+        _require(isinstance(ann, dict), path, f"annotations[{i}] is not an object")
+        for key in ("image_id", "category_id", "segmentation"):
+            _require(key in ann, path, f"annotations[{i}] lacks '{key}'")
+        _require(
+            ann["image_id"] in images,
+            path,
+            f"annotations[{i}] refers to unknown image id {ann['image_id']}",
+        )
+        _require(
+            ann["category_id"] in categories,
+            path,
+            f"annotations[{i}] refers to unknown category id {ann['category_id']}",
+        )
+        _require(
+            isinstance(ann["segmentation"], (list, dict)),
+            path,
+            f"annotations[{i}] has a segmentation of type {type(ann['segmentation']).__name__}",
+        )
+        annotations.setdefault(int(ann["image_id"]), []).append(ann)
+    return CocoDataset(path=path, images=images, categories=categories, annotations=annotations)
+
+
+def masks_to_coco_annotations(masks: InstanceMasks, image_id: int, start_id: int = 1) -> list[dict]:
+    """COCO annotation dicts (RLE ``segmentation``, XYWH ``bbox``, ``area``, ``score``)."""
+    from pycocotools import mask as mask_utils
+
+    out = []
+    boxes = masks.boxes()
+    areas = masks.areas()
+    for k, inst in enumerate(masks.ids):
+        m = np.asfortranarray((masks.labels == inst).astype(np.uint8))
+        rle = mask_utils.encode(m)
+        rle["counts"] = rle["counts"].decode("ascii")
+        out.append(
+            {
+                "id": start_id + k,
+                "image_id": int(image_id),
+                "category_id": int(masks.class_ids[k]),
+                "segmentation": rle,
+                "area": int(areas[k]),
+                "bbox": [float(v) for v in boxes[k]],
+                "iscrowd": 0,
+                "score": round(float(masks.scores[k]), 6),
+            }
+        )
+    return out
+
+
+def coco_dict(entries: list[tuple[str, InstanceMasks]], categories: dict[int, str]) -> dict:
+    """A COCO dataset dict (images, categories, annotations with scores) for named results."""
+    images, annotations = [], []
+    for image_id, (file_name, masks) in enumerate(entries, start=1):
+        h, w = masks.shape
+        images.append({"id": image_id, "file_name": file_name, "height": h, "width": w})
+        annotations.extend(masks_to_coco_annotations(masks, image_id, len(annotations) + 1))
+    cats = [{"id": int(k), "name": v, "supercategory": "object"} for k, v in categories.items()]
+    return {"images": images, "categories": cats, "annotations": annotations}
+
+
+def write_coco_predictions(
+    path: str | os.PathLike,
+    entries: list[tuple[str, InstanceMasks]],
+    categories: dict[int, str],
+) -> Path:
+    """Write predictions as a COCO JSON (RLE masks with scores and category ids), atomically.
+
+    Args:
+        path: output JSON file.
+        entries: (image file name, masks) per image.
+        categories: category id -> name.
+    """
+    path = Path(path)
+    write_text_atomic(path, json.dumps(coco_dict(entries, categories)))
+    return path

@@ -1,0 +1,123 @@
+"""``ZeusPredictor``: embed an image once, then answer any number of text prompts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from zeusseg.modeling.image_encoder import ImageFeatures
+from zeusseg.modeling.zeus import Zeus
+
+_logger = logging.getLogger(__name__)
+
+_NOT_SET = "An image must be set with .set_image(...) before mask prediction."
+
+
+class ZeusPredictor:
+    """Caches the image embedding so that several prompts cost one encoder pass.
+
+    The image is used at the resolution given (rescaling to the model's scale is the caller's
+    job; ``zeusseg.zeus_segmenter.segment_image`` does it); it is reflect-padded to the model's
+    ``pad_multiple`` and the maps are cropped back.
+
+    Args:
+        model: a Zeus model (``build_zeus``).
+        embedder: a ``PromptEmbedder``; by default the text encoder named in the model config.
+    """
+
+    def __init__(self, model: Zeus, embedder=None) -> None:
+        self.model = model.eval()
+        self._embedder = embedder
+        self.reset_image()
+
+    @property
+    def embedder(self):
+        """The prompt embedder (built on first use)."""
+        if self._embedder is None:
+            from zeusseg.modeling.text_embedder import PromptEmbedder
+
+            cfg = getattr(self.model, "zeus_cfg", None)
+            self._embedder = PromptEmbedder(cfg.text_cfg.encoder if cfg else "minilm-l6-v2")
+        return self._embedder
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def reset_image(self) -> None:
+        """Forget the current image."""
+        self.features: ImageFeatures | None = None
+        self.original_size: tuple[int, int] | None = None
+        self.is_image_set = False
+
+    @torch.no_grad()
+    def set_image(self, image: np.ndarray) -> None:
+        """Embed an image.
+
+        Args:
+            image: (H, W) float32 grey image in [0, 1] (``MicroscopyImage.grey()``), or
+                (H, W, 3) RGB in [0, 1] (converted to grey).
+        """
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim == 3 and image.shape[-1] in (3, 4):
+            image = image[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
+        if image.ndim != 2:
+            raise ValueError(f"image must be (H, W) or (H, W, 3), got shape {image.shape}")
+        self.set_torch_image(torch.from_numpy(np.array(image, dtype=np.float32))[None, None])
+
+    @torch.no_grad()
+    def set_torch_image(self, image: Tensor) -> None:
+        """Embed a (1, 1, H, W) float tensor in [0, 1] (any H, W; padded here)."""
+        h, w = image.shape[-2:]
+        m = self.model.pad_multiple
+        ph, pw = -h % m, -w % m
+        x = image.to(self.device, torch.float32)
+        if ph or pw:
+            mode = "reflect" if min(h, w) > max(ph, pw) else "replicate"
+            x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
+        self.features = self.model.encode_image(x)
+        self.original_size = (int(h), int(w))
+        self.is_image_set = True
+
+    @torch.no_grad()
+    def predict_torch(self, text_tokens: Tensor, text_mask: Tensor) -> Tensor:
+        """Dense logits for P prompts.
+
+        Args:
+            text_tokens: (P, L, C_text) token embeddings.
+            text_mask: (P, L) bool, True = real token.
+
+        Returns:
+            (P, 3, H, W) logits (foreground, centre distance, boundary distance) at the size
+            of the image given to ``set_image``.
+        """
+        if not self.is_image_set:
+            raise RuntimeError(_NOT_SET)
+        logits = self.model.decode(
+            self.features, text_tokens.to(self.device), text_mask.to(self.device)
+        )
+        h, w = self.original_size
+        return logits[..., :h, :w]
+
+    def predict(self, texts: str | Sequence[str], batch_size: int = 8) -> np.ndarray:
+        """Probabilities for each prompt.
+
+        Args:
+            texts: one prompt or P prompts.
+            batch_size: prompts decoded together.
+
+        Returns:
+            (P, 3, H, W) float32 in [0, 1]: foreground, centre distance, boundary distance.
+        """
+        if not self.is_image_set:
+            raise RuntimeError(_NOT_SET)
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        out = []
+        for i in range(0, len(texts), batch_size):
+            tokens, mask = self.embedder(texts[i : i + batch_size])
+            out.append(torch.sigmoid(self.predict_torch(tokens, mask).float()).cpu().numpy())
+        return np.concatenate(out)

@@ -1,0 +1,36 @@
+"""Training side of zeusseg: dense targets, prompted datasets, sampling, augmentation."""
+
+from zeusseg.training.augment import AugmentConfig
+from zeusseg.training.data import (
+    DEFAULT_DATA_CONFIG,
+    PromptedSegmentationDataset,
+    ValidationItem,
+    ValidationSet,
+    data_config,
+)
+from zeusseg.training.preload import PreloadedImage, Source, open_source, preload_source
+from zeusseg.training.prompts import DEFAULT_PROMPTS, PromptTable
+from zeusseg.training.sampling import BalancedSampler, image_weights
+from zeusseg.training.scaling import median_diameter, pad_to_multiple, rescale_factor
+from zeusseg.training.targets import make_targets
+
+__all__ = [
+    "AugmentConfig",
+    "BalancedSampler",
+    "DEFAULT_DATA_CONFIG",
+    "DEFAULT_PROMPTS",
+    "PreloadedImage",
+    "PromptTable",
+    "PromptedSegmentationDataset",
+    "Source",
+    "ValidationItem",
+    "ValidationSet",
+    "data_config",
+    "image_weights",
+    "make_targets",
+    "median_diameter",
+    "open_source",
+    "pad_to_multiple",
+    "preload_source",
+    "rescale_factor",
+]

@@ -1,0 +1,348 @@
+"""Prompted training crops and full-image validation sets built from a data config.
+
+Data config (the ``data`` section of a training config; every key is optional)::
+
+    datasets:                 # training sources: registry names, or any name + folder
+      visn-train: {weight: 1.0, scale: 0.5}
+      dsb-train: {weight: 1.0, scale: 1.0, target_diameter: null}
+      my-nuclei: {folder: /path/with/images+labels, prompt: cell nuclei, scale: 1.0}
+    validation:               # same form, for ValidationSet
+      visn-val: {scale: 0.5}
+      dsb-val: {scale: 1.0}
+    crop_size: 256
+    negative_prob: 0.25       # share of prompts whose target is empty
+    agnostic_prob: 0.5        # multi-class sources: share of class-agnostic positive prompts
+    object_crop_prob: 0.8     # positives: share of crops placed on an object of the class
+    class_balance: true       # BalancedSampler: rare classes drawn as often as frequent ones
+    samples_per_epoch: 2000
+    prompts: {RSV: [...]}     # merged over zeusseg.training.prompts.DEFAULT_PROMPTS
+    negative_texts: []        # extra canonical names that are never present
+    augment: {...}            # zeusseg.training.augment.AugmentConfig
+    max_images: null          # cap per source (smoke runs)
+    preload_workers: 2
+    data_root: null
+
+Prompt sampling per item: a positive names a class present in the image (its name, a synonym,
+or the source's class-agnostic prompt) and the target holds that class's instances; a negative
+names a class of the same source absent from the image, or a class of another domain (another
+source with a different class-agnostic prompt), and the target is empty.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from zeusseg.structures import InstanceMasks
+from zeusseg.training.augment import (
+    AugmentConfig,
+    augment_geometry,
+    augment_intensity,
+    cutout,
+)
+from zeusseg.training.preload import PreloadedImage, Source, open_source, preload_source
+from zeusseg.training.prompts import PromptTable, TextProvider
+from zeusseg.training.sampling import BalancedSampler, image_weights
+from zeusseg.training.scaling import (
+    median_diameter,
+    pad_to_multiple,
+    rescale_factor,
+    resize_image,
+    resize_labels,
+    scaled_shape,
+)
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_DATA_CONFIG: dict = {
+    "datasets": {
+        "visn-train": {"weight": 1.0, "scale": 0.5},
+        "dsb-train": {"weight": 1.0, "scale": 1.0},
+    },
+    "validation": {"visn-val": {"scale": 0.5}, "dsb-val": {"scale": 1.0}},
+    "crop_size": 256,
+    "negative_prob": 0.25,
+    "agnostic_prob": 0.5,
+    "object_crop_prob": 0.8,
+    "class_balance": True,
+    "samples_per_epoch": 2000,
+    "prompts": {},
+    "negative_texts": [],
+    "augment": {},
+    "max_images": None,
+    "preload_workers": 2,
+    "data_root": None,
+}
+
+
+def data_config(cfg: Mapping | None = None) -> dict:
+    """The data config with defaults filled in (``datasets``/``validation`` are replaced whole).
+
+    Raises:
+        ValueError: unknown keys (the message lists the valid ones).
+    """
+    cfg = dict(cfg or {})
+    unknown = set(cfg) - set(DEFAULT_DATA_CONFIG)
+    if unknown:
+        raise ValueError(f"unknown data config keys {sorted(unknown)}; valid: "
+                         f"{sorted(DEFAULT_DATA_CONFIG)}")
+    out = copy.deepcopy(DEFAULT_DATA_CONFIG)
+    out.update(copy.deepcopy(cfg))
+    return out
+
+
+class PromptedSegmentationDataset(Dataset):
+    """Random prompted crops of preloaded training images.
+
+    Each item is a dict: ``image`` (1, h, w) float32 tensor in [0, 1], ``targets`` (3, h, w)
+    float32 tensor (``make_targets`` of the prompted instances; zeros for negatives), ``text``
+    str, ``positive`` bool (the prompted class is in the image; a crop may still miss it),
+    ``dataset`` str and ``class_name`` (the canonical class name).
+    The index selects the image; crop, prompt and augmentation are random (seeded from torch's
+    RNG, so DataLoader workers differ and ``torch.manual_seed`` makes runs repeatable).
+
+    Args:
+        config: the data config (see the module docstring).
+        sources: ready Sources to use instead of ``config["datasets"]``.
+        text_provider: replaces the prompts table: ``(class name, image name, rng) -> text``.
+        augment: turn augmentation off with False.
+    """
+
+    def __init__(
+        self,
+        config: Mapping | None = None,
+        *,
+        sources: Sequence[Source] | None = None,
+        text_provider: TextProvider | None = None,
+        augment: bool = True,
+    ) -> None:
+        self.config = data_config(config)
+        cfg = self.config
+        if sources is None:
+            sources = [
+                open_source(n, c or {}, cfg["data_root"]) for n, c in cfg["datasets"].items()
+            ]
+        if not sources:
+            raise ValueError("the data config names no training dataset")
+        self.sources = {s.name: s for s in sources}
+        self.records: list[PreloadedImage] = []
+        for s in sources:
+            self.records += preload_source(
+                s, max_images=cfg["max_images"], workers=int(cfg["preload_workers"])
+            )
+        self.crop_size = int(cfg["crop_size"])
+        self.negative_prob = float(cfg["negative_prob"])
+        self.agnostic_prob = float(cfg["agnostic_prob"])
+        self.object_crop_prob = float(cfg["object_crop_prob"])
+        self.augment = AugmentConfig.from_dict(cfg["augment"]) if augment else AugmentConfig.off()
+        self.prompts = PromptTable(cfg["prompts"])
+        self.text_provider = text_provider
+        extra = [str(t) for t in cfg["negative_texts"]]
+        self._foreign = {
+            s.name: sorted({o.prompt for o in sources if o.prompt != s.prompt}
+                           | {n for o in sources if o.prompt != s.prompt
+                              for n in o.class_names.values()} | set(extra))
+            for s in sources
+        }
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def sampler(self, num_samples: int | None = None, seed: int = 0) -> BalancedSampler:
+        """A BalancedSampler over this dataset with the configured weights."""
+        weights = image_weights(
+            [r.source for r in self.records],
+            [r.classes for r in self.records],
+            {n: s.weight for n, s in self.sources.items()},
+            class_balance=bool(self.config["class_balance"]),
+        )
+        n = int(num_samples or self.config["samples_per_epoch"])
+        return BalancedSampler(weights, n, seed=seed)
+
+    def choose_prompt(
+        self, rec: PreloadedImage, rng: np.random.Generator
+    ) -> tuple[str, int | None, bool]:
+        """(canonical class name, class id to keep, positive) for one item.
+
+        The class id is None for "all instances" (class-agnostic prompt) and -1 for a negative
+        (empty target).
+        """
+        src = self.sources[rec.source]
+        present = {int(c) for c in rec.classes}
+        if present and rng.random() >= self.negative_prob:
+            if len(src.class_names) <= 1 or rng.random() < self.agnostic_prob:
+                return src.prompt, None, True
+            c = int(rng.choice(sorted(present)))
+            return src.class_names[c], c, True
+        same = [n for c, n in src.class_names.items() if c not in present and n != src.prompt]
+        if not present:
+            same.append(src.prompt)
+        other = self._foreign[src.name]
+        if same and (not other or rng.random() < 0.5):
+            return same[int(rng.integers(len(same)))], -1, False
+        if other:
+            return other[int(rng.integers(len(other)))], -1, False
+        return src.prompt, None, bool(present)  # nothing can serve as a negative
+
+    def _window(
+        self, rec: PreloadedImage, keep: int | None, rng: np.random.Generator
+    ) -> tuple[int, int, int]:
+        """Top-left corner and side of the crop window (before resizing to crop_size)."""
+        s = 1.0
+        j = self.augment.scale_jitter
+        if j > 0:
+            s = float(np.exp(rng.uniform(-np.log1p(j), np.log1p(j))))
+        side = max(8, round(self.crop_size / s))
+        h, w = rec.image.shape
+        lo_y, hi_y = sorted((0, h - side))
+        lo_x, hi_x = sorted((0, w - side))
+        centres = rec.centres if keep in (None, -1) else rec.centres[rec.centre_classes == keep]
+        if keep != -1 and len(centres) and rng.random() < self.object_crop_prob:
+            cy, cx = centres[int(rng.integers(len(centres)))]
+            top = int(np.clip(round(cy - rng.uniform(0.15, 0.85) * side), lo_y, hi_y))
+            left = int(np.clip(round(cx - rng.uniform(0.15, 0.85) * side), lo_x, hi_x))
+        else:
+            top, left = int(rng.integers(lo_y, hi_y + 1)), int(rng.integers(lo_x, hi_x + 1))
+        return top, left, side
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+        rec = self.records[index]
+        name, keep, positive = self.choose_prompt(rec, rng)
+        top, left, side = self._window(rec, keep, rng)
+        crop = np.concatenate([  # (5, side, side) uint8: image, targets, class map
+            _crop_reflect(a, top, left, side)
+            for a in (rec.image[None], rec.targets, rec.class_map[None])
+        ])
+        if side != self.crop_size:  # scale jitter; Pillow, as torch ops stall on busy CPUs
+            size = (self.crop_size, self.crop_size)
+            crop = np.stack([resize_image(c, size) for c in crop[:4]] + [
+                resize_labels(crop[4], size)])
+        arr = crop.astype(np.float32)
+        image, targets, class_map = arr[0] / 255.0, arr[1:4] / 255.0, arr[4]
+        if keep == -1:
+            mask = np.zeros_like(class_map, dtype=bool)
+        else:
+            mask = class_map > 0 if keep is None else class_map == keep
+        targets = targets * mask  # fg from the nearest-resized class map, distances masked
+        targets[0] = mask
+        image, targets = augment_geometry([image, targets], self.augment, rng)
+        image = cutout(augment_intensity(image, self.augment, rng), self.augment, rng)
+        if self.text_provider is not None:
+            text = self.text_provider(name, rec.name, rng)
+        else:
+            text = self.prompts.sample(name, rng)
+        return {
+            "image": torch.from_numpy(image.astype(np.float32))[None],
+            "targets": torch.from_numpy(targets.astype(np.float32)),
+            "text": text,
+            "positive": bool(positive),
+            "dataset": rec.source,
+            "class_name": name,
+        }
+
+
+def _crop_reflect(arr: np.ndarray, top: int, left: int, side: int) -> np.ndarray:
+    """(C, side, side) window of (C, H, W) ``arr``; parts outside are mirrored (reflect)."""
+    _, h, w = arr.shape
+    y0, y1 = max(top, 0), min(top + side, h)
+    x0, x1 = max(left, 0), min(left + side, w)
+    out = arr[:, y0:y1, x0:x1]
+    pads = ((0, 0), (y0 - top, top + side - y1), (x0 - left, left + side - x1))
+    if any(p for pair in pads for p in pair):
+        out = np.pad(out, pads, mode="reflect" if min(out.shape[1:]) > 1 else "edge")
+    return out
+
+
+@dataclass
+class ValidationItem:
+    """One validation image at the model's scale, with its ground truth at full resolution.
+
+    Attributes:
+        name: sample name.
+        dataset: source name.
+        image: (1, H_pad, W_pad) float32 tensor in [0, 1], rescaled then reflect-padded to
+            multiples of 32.
+        size: (h, w) of the rescaled image before padding.
+        factor: resize factor from the original image.
+        masks: ground truth at the original resolution.
+        prompts: class id -> canonical prompt text of each class of the source.
+        agnostic_prompt: the source's class-agnostic prompt.
+    """
+
+    name: str
+    dataset: str
+    image: torch.Tensor
+    size: tuple[int, int]
+    factor: float
+    masks: InstanceMasks
+    prompts: dict[int, str]
+    agnostic_prompt: str
+
+    def restore(self, labels: np.ndarray) -> np.ndarray:
+        """Labels predicted on ``image`` (H_pad, W_pad) -> labels at the original resolution."""
+        h, w = self.size
+        return resize_labels(np.asarray(labels)[:h, :w], self.masks.shape)
+
+
+class ValidationSet(Sequence):
+    """Full validation images for the scorer (a list of ``ValidationItem``).
+
+    Args:
+        config: the data config; its ``validation`` entry names the sources. With
+            ``target_diameter``, the scale comes from the ground-truth diameters (oracle scale).
+        sources: ready Sources instead.
+        max_images: cap per source (defaults to the config's ``max_images``).
+    """
+
+    def __init__(
+        self,
+        config: Mapping | None = None,
+        *,
+        sources: Sequence[Source] | None = None,
+        max_images: int | None = None,
+    ) -> None:
+        cfg = data_config(config)
+        if sources is None:
+            sources = [open_source(n, c or {}, cfg["data_root"])
+                       for n, c in cfg["validation"].items()]
+        table = PromptTable(cfg["prompts"])
+        cap = max_images if max_images is not None else cfg["max_images"]
+        self.items: list[ValidationItem] = []
+        for src in sources:
+            n = len(src.samples) if cap is None else min(int(cap), len(src.samples))
+            for i in range(n):
+                self.items.append(_validation_item(src.samples[i], src, table))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def _validation_item(sample, src: Source, table: PromptTable) -> ValidationItem:
+    from zeusseg.io.images import read_image
+
+    grey = read_image(sample.image_path).grey()
+    factor = src.scale
+    if src.target_diameter is not None:
+        factor = rescale_factor(median_diameter(sample.masks.labels), src.target_diameter)
+    small = resize_image(grey, scaled_shape(grey.shape, factor))
+    padded = pad_to_multiple(small, 32)
+    return ValidationItem(
+        name=str(sample.name),
+        dataset=src.name,
+        image=torch.from_numpy(np.ascontiguousarray(padded, np.float32))[None],
+        size=(int(small.shape[0]), int(small.shape[1])),
+        factor=float(factor),
+        masks=sample.masks,
+        prompts={int(c): table.canonical(n) for c, n in src.class_names.items()},
+        agnostic_prompt=table.canonical(src.prompt),
+    )

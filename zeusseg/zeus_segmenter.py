@@ -1,0 +1,160 @@
+"""Zeus instance segmentation of whole images: rescale, pad, predict, decode, restore size.
+
+Scale: objects should look about ``input_cfg.target_diameter`` px wide to the model (27 px: VISN
+particles at ``scale`` 0.5). The first pass runs at the configured ``scale``; with
+``auto_scale`` the median diameter of the instances found sets the factor of a second pass when
+it differs by more than ``AUTO_SCALE_TOLERANCE`` (cellpose-style size estimation, no labels);
+when the first pass finds fewer than ``MIN_FOR_SIZE`` instances, a pass at twice the scale
+probes for objects too small to see.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from zeusseg.predictor import ZeusPredictor
+from zeusseg.structures import InstanceMasks, MicroscopyImage
+
+_logger = logging.getLogger(__name__)
+
+AUTO_SCALE_TOLERANCE = 1.3
+MIN_FOR_SIZE = 3
+MIN_SCALE, MAX_SCALE = 0.1, 2.0
+MAX_PIXELS = 6_000_000
+
+
+def _decode(probs: np.ndarray, prompts: Sequence[str], **decode_kwargs) -> InstanceMasks:
+    from zeusseg.instance_segmentation import assign_classes, decode_instances
+
+    names = {i: p for i, p in enumerate(prompts, start=1)}
+    if len(prompts) == 1:
+        labels, scores = decode_instances(probs[0], **decode_kwargs)
+        ids = np.unique(labels[labels > 0])
+        return InstanceMasks(labels=labels, ids=ids, class_ids=np.ones(ids.size, np.int64),
+                             scores=np.asarray(scores, np.float32)[: ids.size],
+                             class_names=names)
+    return assign_classes(probs, class_ids=list(names), class_names=names, **decode_kwargs)
+
+
+def _restore(masks: InstanceMasks, shape: tuple[int, int]) -> InstanceMasks:
+    """Nearest-resize the labels to ``shape``, dropping instances that vanish."""
+    from zeusseg.training.scaling import resize_labels
+
+    labels = resize_labels(masks.labels, shape) if masks.shape != tuple(shape) else masks.labels
+    keep = np.isin(masks.ids, np.unique(labels[labels > 0]))
+    return InstanceMasks(labels=labels, ids=masks.ids[keep], class_ids=masks.class_ids[keep],
+                         scores=masks.scores[keep], class_names=masks.class_names).relabelled()
+
+
+def _run(predictor: ZeusPredictor, grey: np.ndarray, factor: float, prompts, **kw):
+    from zeusseg.training.scaling import resize_image, scaled_shape
+
+    shape = scaled_shape(grey.shape, factor)
+    small = resize_image(grey, shape) if shape != grey.shape else grey
+    predictor.set_image(small)
+    return _decode(predictor.predict(list(prompts)), prompts, **kw)
+
+
+def segment_image(
+    model_or_predictor,
+    image: MicroscopyImage,
+    prompts: Sequence[str],
+    *,
+    scale: float | None = None,
+    auto_scale: bool = True,
+    **decode_kwargs,
+) -> InstanceMasks:
+    """Segment one image with text prompts.
+
+    Args:
+        model_or_predictor: a Zeus model or a ``ZeusPredictor``.
+        image: the image (grey or RGB, float in [0, 1]).
+        prompts: one or more prompts; with several, each instance gets the class (1-based, in
+            prompt order) of the prompt it answers best.
+        scale: resize factor of the first pass (default: the model's ``input_cfg.scale``).
+        auto_scale: rescale once more so the median instance diameter becomes the model's
+            ``target_diameter``.
+        **decode_kwargs: passed to ``decode_instances`` / ``assign_classes``.
+
+    Returns:
+        InstanceMasks at the original image size, ``class_names`` = {i: prompt}.
+    """
+    from zeusseg.training.scaling import median_diameter
+
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("segment_image needs at least one prompt")
+    predictor = (model_or_predictor if isinstance(model_or_predictor, ZeusPredictor)
+                 else ZeusPredictor(model_or_predictor))
+    cfg = getattr(predictor.model, "zeus_cfg", None)
+    factor = float(scale if scale is not None else (cfg.input_cfg.scale if cfg else 1.0))
+    grey = image.grey()
+    cap = math.sqrt(MAX_PIXELS / max(grey.size, 1))
+    factor = min(factor, cap)
+    masks = _run(predictor, grey, factor, prompts, **decode_kwargs)
+    if auto_scale and cfg is not None:
+        target = cfg.input_cfg.target_diameter
+        if len(masks) < MIN_FOR_SIZE and factor * 2 <= min(cap, MAX_SCALE):
+            # nothing (or too little) found: objects may be too small at this scale; probe x2
+            probe = _run(predictor, grey, factor * 2, prompts, **decode_kwargs)
+            if len(probe) > len(masks):
+                masks, factor = probe, factor * 2
+        if len(masks) >= MIN_FOR_SIZE:
+            d = median_diameter(masks.labels)
+            if d > 0:
+                new = float(np.clip(factor * target / d, MIN_SCALE, min(MAX_SCALE, cap)))
+                if abs(math.log(new / factor)) > math.log(AUTO_SCALE_TOLERANCE):
+                    _logger.debug("%s: rescaling %.3f -> %.3f (median diameter %.1f px)",
+                                  image.name, factor, new, d)
+                    masks = _run(predictor, grey, new, prompts, **decode_kwargs)
+    predictor.reset_image()
+    return _restore(masks, grey.shape)
+
+
+def build_zeus_segmenter(
+    prompts: Sequence[str], model: str | None = None, adapter: str | None = None, **kwargs
+) -> Callable[[MicroscopyImage], InstanceMasks]:
+    """A function image -> InstanceMasks for ``zeusseg segment --method zeus``.
+
+    Args:
+        prompts: the text prompts.
+        model: a trained-model name (default ``zeus-default``), an architecture name, a config
+            ``.json``, or a folder/``model.safetensors`` with its ``config.json``.
+        adapter: a LoRA adapter folder (not supported yet).
+        **kwargs: passed to ``segment_image``.
+
+    Raises:
+        WeightsNotFoundError: the named trained model is not installed.
+        ValueError: an adapter was given.
+    """
+    import torch
+
+    if adapter:
+        raise ValueError("LoRA adapters are not supported by the Zeus segmenter yet")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    predictor = ZeusPredictor(load_zeus(model or "zeus-default"))
+    return lambda image: segment_image(predictor, image, prompts, **kwargs)
+
+
+def load_zeus(model: str = "zeus-default"):
+    """A Zeus model in eval mode from a name (``build_zeus``) or a trained-model folder / file.
+
+    A folder holding ``config.json`` + ``model.safetensors`` (what training writes to
+    ``output_dir/best``), or the ``.safetensors`` file itself next to its ``config.json``.
+    """
+    import json
+    from pathlib import Path
+
+    from zeusseg.build_zeus import _build_zeus, build_zeus
+
+    p = Path(model)
+    if p.is_dir() and (p / "config.json").is_file():
+        p = p / "model.safetensors"
+    if p.suffix == ".safetensors" and (p.parent / "config.json").is_file():
+        cfg = json.loads((p.parent / "config.json").read_text())
+        return _build_zeus(cfg["model_cfg"], p).eval()
+    return build_zeus(model).eval()
