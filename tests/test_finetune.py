@@ -193,3 +193,20 @@ def test_segment_with_adapter_end_to_end(tmp_path):
     other = save_model(_base(seed=3), tmp_path / "other", {})
     with pytest.raises(InputError, match="was trained on base"):
         build_zeus_segmenter(["cell nuclei"], model=str(other), adapter=summary["adapter"])
+
+
+@pytest.mark.slow
+def test_accelerate_launch_cpu(tmp_path):
+    """``accelerate launch --cpu -m zeusseg.finetune`` (real MiniLM text encoder, ~30 s)."""
+    import subprocess
+    import sys
+
+    folder = write_folder(tmp_path / "nuclei", "bright", n=2, seed=1)
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [str(accelerate), "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "zeusseg.finetune",
+           "--config", str(SMOKE), "--output-dir", str(tmp_path / "run"), "--set",
+           "data.dataset=null", f"data.folder={folder}", "data.names=[s-0]", "data.scale=1.0"]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()

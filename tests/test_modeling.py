@@ -106,11 +106,11 @@ def _two_domain_batch(n: int = 4, size: int = 64):
 def test_fusion_modes_train_and_follow_prompts(mode):
     model = _tiny(mode)
     emb = fake_embedder()
-    x, y, texts = _two_domain_batch()
+    x, y, texts = _two_domain_batch(n=2)
     tokens, mask = emb(texts)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(25):
+    for _ in range(20):
         loss, _ = zeus_loss(model(x, tokens, mask), y)
         opt.zero_grad()
         loss.backward()

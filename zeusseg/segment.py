@@ -15,7 +15,7 @@ from pathlib import Path
 from zeusseg.errors import InputError
 from zeusseg.io import list_images, read_image, read_label_image, write_label_tiff, write_overlay
 from zeusseg.io.atomic import remove_stale_temp_files
-from zeusseg.io.coco import write_coco_predictions
+from zeusseg.io.coco import CocoAccumulator
 from zeusseg.structures import InstanceMasks, MicroscopyImage
 
 _logger = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def segment_paths(
         if remove_stale_temp_files(sub):
             _logger.info("%s: removed temporary files of an interrupted run", sub)
     classes = class_table(prompts)
-    entries: list[tuple[str, InstanceMasks]] = []
+    results = CocoAccumulator(classes or {1: "object"})  # RLE only: memory stays flat
     stems = [p.stem for p in paths]
     dupes = {s for s in stems if stems.count(s) > 1}
     if dupes:
@@ -112,7 +112,7 @@ def segment_paths(
         label_path = out / "labels" / f"{path.stem}.tif"
         if skip_existing and label_path.exists():
             try:
-                entries.append((path.name, read_label_image(label_path)))
+                results.add(path.name, read_label_image(label_path))
                 report.skipped_existing.append(path.name)
                 continue
             except InputError:
@@ -130,11 +130,11 @@ def segment_paths(
         write_label_tiff(label_path, masks)
         if overlays:
             write_overlay(out / "overlays" / f"{path.stem}.png", image, masks)
-        entries.append((path.name, masks))
+        results.add(path.name, masks)
         report.done.append(path.name)
         report.instances += len(masks)
-    if entries:
-        write_coco_predictions(report.predictions, entries, classes or {1: "object"})
+    if results.images:
+        results.write(report.predictions)
     return report
 
 

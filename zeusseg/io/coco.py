@@ -187,15 +187,47 @@ def masks_to_coco_annotations(masks: InstanceMasks, image_id: int, start_id: int
     return out
 
 
+class CocoAccumulator:
+    """Collects per-image results as compact COCO annotations (RLE), for long folder runs.
+
+    Only RLE strings are kept, never the label images, so memory grows by kilobytes per image.
+    """
+
+    def __init__(self, categories: dict[int, str]) -> None:
+        self.categories = dict(categories)
+        self.images: list[dict] = []
+        self.annotations: list[dict] = []
+
+    def add(self, file_name: str, masks: InstanceMasks) -> None:
+        """Append one image and its instances."""
+        image_id = len(self.images) + 1
+        h, w = masks.shape
+        self.images.append({"id": image_id, "file_name": file_name, "height": h, "width": w})
+        self.annotations.extend(
+            masks_to_coco_annotations(masks, image_id, len(self.annotations) + 1)
+        )
+
+    def to_dict(self) -> dict:
+        """The COCO dataset dict (images, categories, annotations with scores)."""
+        cats = [
+            {"id": int(k), "name": v, "supercategory": "object"}
+            for k, v in self.categories.items()
+        ]
+        return {"images": self.images, "categories": cats, "annotations": self.annotations}
+
+    def write(self, path: str | os.PathLike) -> Path:
+        """Write the JSON atomically. Returns the path."""
+        path = Path(path)
+        write_text_atomic(path, json.dumps(self.to_dict()))
+        return path
+
+
 def coco_dict(entries: list[tuple[str, InstanceMasks]], categories: dict[int, str]) -> dict:
     """A COCO dataset dict (images, categories, annotations with scores) for named results."""
-    images, annotations = [], []
-    for image_id, (file_name, masks) in enumerate(entries, start=1):
-        h, w = masks.shape
-        images.append({"id": image_id, "file_name": file_name, "height": h, "width": w})
-        annotations.extend(masks_to_coco_annotations(masks, image_id, len(annotations) + 1))
-    cats = [{"id": int(k), "name": v, "supercategory": "object"} for k, v in categories.items()]
-    return {"images": images, "categories": cats, "annotations": annotations}
+    acc = CocoAccumulator(categories)
+    for file_name, masks in entries:
+        acc.add(file_name, masks)
+    return acc.to_dict()
 
 
 def write_coco_predictions(
