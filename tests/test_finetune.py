@@ -185,7 +185,7 @@ def test_segment_with_adapter_end_to_end(tmp_path):
                                        adapter=summary["adapter"])
     except ValueError as err:
         if "not supported" in str(err):
-            pytest.xfail("zeus_segmenter does not apply adapters yet (hook in docs/finetune.md)")
+            pytest.xfail("zeus_segmenter does not apply adapters yet (needs the load_adapter hook)")
         raise
     image = MicroscopyImage(data=np.random.default_rng(0).random((64, 64), np.float32))
     masks = segment(image)

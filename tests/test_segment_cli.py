@@ -121,3 +121,16 @@ def test_version_and_help():
 def test_bundled_examples_are_images():
     for p in (REPO / "examples").glob("*.png"):
         assert np.asarray(Image.open(p)).ndim == 2
+
+
+@pytest.mark.weights
+def test_zeus_template_instructions_are_cached(tmp_path):
+    """--instruction-mode template writes one cached instruction per (image, prompt)."""
+    out = tmp_path / "out"
+    rc = main(["-q", "segment", str(REPO / "examples" / "coelho-u2os-dna-0.png"), "-p",
+               "cell nuclei", "--instruction-mode", "template", "-o", str(out), "--no-overlay"])
+    assert rc == 0
+    lines = (out / "instructions.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and "nucle" in json.loads(lines[0])["text"].lower()
+    masks = read_label_image(out / "labels" / "coelho-u2os-dna-0.tif")
+    assert len(masks) > 10 and masks.class_names == {1: "cell nuclei"}

@@ -29,12 +29,13 @@ from typing import Any
 
 _logger = logging.getLogger(__name__)
 
-KINDS = ("describer", "writer", "text_encoder", "image_encoder")
+KINDS = ("describer", "writer", "text_encoder", "image_encoder", "model")
 
 # Modules whose import registers built-in components (imported lazily on first lookup).
 BUILTIN_MODULES = [
     "zeusseg.instructions.registry",
     "zeusseg.text.registry",
+    "zeusseg.modeling.registry",
 ]
 
 

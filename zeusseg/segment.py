@@ -21,7 +21,7 @@ from zeusseg.structures import InstanceMasks, MicroscopyImage
 _logger = logging.getLogger(__name__)
 
 METHODS = ("zeus", "classical")
-DEFAULT_METHOD = "classical"
+DEFAULT_METHOD = "zeus"
 
 Segmenter = Callable[[MicroscopyImage], InstanceMasks]
 
@@ -47,9 +47,19 @@ def class_table(prompts: Sequence[str]) -> dict[int, str]:
 
 
 def build_segmenter(
-    method: str, prompts: Sequence[str], model: str | None = None, adapter: str | None = None
+    method: str,
+    prompts: Sequence[str],
+    model: str | None = None,
+    adapter: str | None = None,
+    instruction_mode: str = "name",
+    instruction_cache: str | os.PathLike | None = None,
 ) -> Segmenter:
     """A function image -> InstanceMasks for ``method``.
+
+    Args:
+        instruction_mode: what the zeus text encoder reads for each prompt: ``name`` (the
+            prompt itself), ``template`` or ``llm`` (an instruction written per image by
+            ``zeusseg.instructions.make_instruction``, cached in ``instruction_cache``).
 
     Raises:
         ValueError: unknown method or an option the method does not take.
@@ -65,9 +75,39 @@ def build_segmenter(
             raise ValueError("--adapter needs --method zeus")
         name = prompts[0] if prompts else "object"
         return lambda image: segment_classical(image, class_name=name)
+    if instruction_mode != "name":
+        return _instructed_zeus(prompts, model, adapter, instruction_mode, instruction_cache)
     from zeusseg.zeus_segmenter import build_zeus_segmenter
 
     return build_zeus_segmenter(list(prompts), model=model, adapter=adapter)
+
+
+def _instructed_zeus(
+    prompts: Sequence[str],
+    model: str | None,
+    adapter: str | None,
+    mode: str,
+    cache_path: str | os.PathLike | None,
+) -> Segmenter:
+    """Zeus segmenter whose text is a per-image instruction (``template`` or ``llm`` mode)."""
+    from zeusseg.instructions import MODES, InstructionCache, make_instruction
+
+    if mode not in MODES:
+        raise ValueError(f"unknown instruction mode '{mode}'; choose one of {', '.join(MODES)}")
+    if adapter:
+        raise ValueError("--adapter is only supported with --instruction-mode name")
+    from zeusseg.predictor import ZeusPredictor
+    from zeusseg.zeus_segmenter import load_zeus, segment_image
+
+    predictor = ZeusPredictor(load_zeus(model or "zeus-default"))
+    cache = InstructionCache(cache_path) if cache_path else None
+
+    def run(image: MicroscopyImage) -> InstanceMasks:
+        texts = [make_instruction(image, p, mode=mode, cache=cache).text for p in prompts]
+        _logger.debug("%s: instructions %s", image.name, texts)
+        return segment_image(predictor, image, texts)
+
+    return run
 
 
 def segment_paths(
@@ -148,6 +188,7 @@ def run_segment(
     """Segment a file, a folder or a list of files (``build_segmenter`` + ``segment_paths``)."""
     model = kwargs.pop("model", None)
     adapter = kwargs.pop("adapter", None)
+    mode = kwargs.pop("instruction_mode", "name")
     if isinstance(input_path, (list, tuple)):
         paths = [Path(p) for p in input_path]
     else:
@@ -158,7 +199,10 @@ def run_segment(
             raise InputError(None, "empty --prompt; say what to segment, e.g. 'virus particles'")
         if len(p) > 1000:
             raise InputError(None, f"--prompt is {len(p)} characters; the limit is 1000")
-    segmenter = build_segmenter(method, prompts, model=model, adapter=adapter)
+    segmenter = build_segmenter(
+        method, prompts, model=model, adapter=adapter, instruction_mode=mode,
+        instruction_cache=Path(out) / "instructions.jsonl",
+    )
     return segment_paths(paths, segmenter, out, prompts, **kwargs)
 
 

@@ -49,6 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     mod.add_argument("--model", default=None, help="model name or checkpoint (zeus)")
     mod.add_argument("--adapter", default=None, help="LoRA adapter folder to apply (zeus)")
+    mod.add_argument(
+        "--instruction-mode", choices=("name", "template", "llm"), default="name",
+        help="text given to the zeus model per prompt: the prompt itself (name), or an "
+        "instruction written per image from measured facts (template) or by the LLM (llm); "
+        "instructions are cached in OUT/instructions.jsonl (default: %(default)s)",
+    )
     out = p.add_argument_group("Output")
     out.add_argument("-o", "--out", default="zeusseg_output", help="output folder (%(default)s)")
     out.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
@@ -85,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         method=args.method,
         model=args.model,
         adapter=args.adapter,
+        instruction_mode=args.instruction_mode,
         overlays=not args.no_overlay,
         skip_existing=args.skip_existing,
         on_error=args.on_error,

@@ -1,0 +1,103 @@
+"""Registers the image encoders and the trained Zeus models with ``zeusseg.components``.
+
+Importing this module is cheap (no torch); builders import what they need.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zeusseg.components import register_component
+
+_SAM_URLS = {
+    "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+    "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
+    "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+}
+_TIMM = {
+    "timm-vit-small": ("vit_small_patch16_224", "timm/vit_small_patch16_224.augreg_in21k"),
+    "timm-eva02-tiny": ("eva02_tiny_patch14_224", "timm/eva02_tiny_patch14_224.mim_in22k"),
+    "timm-eva02-base": ("eva02_base_patch14_224", "timm/eva02_base_patch14_224.mim_in22k"),
+}
+
+
+def _checkpoints() -> Path:
+    from zeusseg.pretrained import cache_dir
+
+    return cache_dir() / "checkpoints"
+
+
+def _own_vit(**kwargs):
+    from zeusseg.build_zeus import build_zeus
+
+    return build_zeus("zeus-hybrid-s").image_encoder
+
+
+register_component(
+    "image_encoder",
+    "zeus-hybrid-s",
+    _own_vit,
+    default=True,
+    description="our compact ViT: conv stem (stride 2/4/8 skips) + 4 ViT blocks on stride-16 "
+    "tokens, width 128; trained from scratch (weights: inside each trained model)",
+)
+
+for _kind, _url in _SAM_URLS.items():
+    _file = _url.rsplit("/", 1)[1]
+
+    def _sam(_kind=_kind, _file=_file, **kwargs):
+        from zeusseg.modeling.sam_encoder import SamImageEncoder
+
+        return SamImageEncoder(model_type=_kind, checkpoint=_checkpoints() / _file, **kwargs)
+
+    register_component(
+        "image_encoder",
+        f"sam-{_kind.replace('_', '-')}",
+        _sam,
+        weights_present=lambda _file=_file: (_checkpoints() / _file).is_file(),
+        description=f"segment-anything {_kind} image encoder ({_file})",
+        how_to_get=f"wget {_url} -P $ZEUSSEG_CACHE_DIR/checkpoints",
+    )
+
+for _name, (_arch, _hub) in _TIMM.items():
+
+    def _timm(_arch=_arch, **kwargs):
+        from zeusseg.modeling.timm_encoder import TimmImageEncoder
+
+        return TimmImageEncoder(
+            model_name=_arch, checkpoint=_checkpoints() / f"{_arch}.safetensors", **kwargs
+        )
+
+    register_component(
+        "image_encoder",
+        _name,
+        _timm,
+        weights_present=lambda _arch=_arch: (_checkpoints() / f"{_arch}.safetensors").is_file(),
+        description=f"timm {_arch}",
+        how_to_get=f"hf download {_hub} model.safetensors, saved as "
+        f"$ZEUSSEG_CACHE_DIR/checkpoints/{_arch}.safetensors",
+    )
+
+
+def _register_trained() -> None:
+    from zeusseg.pretrained import list_pretrained, weights_present
+
+    for name in list_pretrained():
+
+        def _build(name=name, **kwargs):
+            from zeusseg.build_zeus import build_zeus
+
+            return build_zeus(name)
+
+        register_component(
+            "model",
+            name,
+            _build,
+            default=name == "zeus-default",
+            weights_present=lambda name=name: weights_present(name),
+            description="trained Zeus model (see docs/model_card.md)",
+            how_to_get="bundled with the zeusseg package (reinstall zeusseg)",
+        )
+
+
+_register_trained()
