@@ -180,13 +180,8 @@ def test_segment_with_adapter_end_to_end(tmp_path):
     base_dir = save_model(_base(), tmp_path / "base", {})
     cfg = _config(tmp_path, **{"base": str(base_dir), "train.max_steps": 2})
     summary = finetune(cfg, embedder=fake_embedder())
-    try:
-        segment = build_zeus_segmenter(["cell nuclei"], model=str(base_dir),
-                                       adapter=summary["adapter"])
-    except ValueError as err:
-        if "not supported" in str(err):
-            pytest.xfail("zeus_segmenter does not apply adapters yet (needs the load_adapter hook)")
-        raise
+    segment = build_zeus_segmenter(["cell nuclei"], model=str(base_dir),
+                                   adapter=summary["adapter"])
     image = MicroscopyImage(data=np.random.default_rng(0).random((64, 64), np.float32))
     masks = segment(image)
     assert masks.labels.shape == (64, 64)

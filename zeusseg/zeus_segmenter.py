@@ -135,19 +135,22 @@ def build_zeus_segmenter(
         prompts: the text prompts.
         model: a trained-model name (default ``zeus-default``), an architecture name, a config
             ``.json``, or a folder/``model.safetensors`` with its ``config.json``.
-        adapter: a LoRA adapter folder (not supported yet).
+        adapter: a LoRA adapter folder written by ``zeusseg finetune`` (applied to ``model``).
         **kwargs: passed to ``segment_image``.
 
     Raises:
         WeightsNotFoundError: the named trained model is not installed.
-        ValueError: an adapter was given.
+        InputError: the adapter was trained on another base model.
     """
     import torch
 
-    if adapter:
-        raise ValueError("LoRA adapters are not supported by the Zeus segmenter yet")
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    predictor = ZeusPredictor(load_zeus(model or "zeus-default"))
+    net = load_zeus(model or "zeus-default")
+    if adapter:
+        from zeusseg.training.lora import load_adapter
+
+        net = load_adapter(net, adapter, model_id=model or "zeus-default")
+    predictor = ZeusPredictor(net)
     return lambda image: segment_image(predictor, image, prompts, **kwargs)
 
 
