@@ -57,5 +57,9 @@ def test_smoke_config_trains_saves_and_resumes(tmp_path, monkeypatch):
 
 
 def test_bad_train_key_is_rejected(tmp_path):
-    with pytest.raises(ValueError, match="unknown train keys"):
+    with pytest.raises(ValueError, match=r"smoke.yaml: unknown train key\(s\) \['bogus'\]"):
         load_config("configs/zeroshot/smoke.yaml", {"train.bogus": 1})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: zeus-tiny\nbogus_key: 1\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: unknown key\(s\) \['bogus_key'\]"):
+        load_config(bad)

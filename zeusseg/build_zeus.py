@@ -224,22 +224,38 @@ def load_checkpoint(
 
     Raises:
         FileNotFoundError: no such file.
+        InputError: a corrupt file, or weights that do not fit the model (names the file and
+            the first mismatching tensors).
     """
+    from zeusseg.errors import InputError
+
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(str(path))
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if "model" in state and isinstance(state["model"], dict):
-            state = state["model"]
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if "model" in state and isinstance(state["model"], dict):
+                state = state["model"]
+    except Exception as err:  # safetensors/pickle raise many types on corrupt files
+        raise InputError(path, f"corrupt or unreadable checkpoint ({err})") from err
     state = {k.removeprefix("module."): v for k, v in state.items()}
     ref = model.state_dict()
+    bad = [k for k, v in state.items() if k in ref and tuple(v.shape) != tuple(ref[k].shape)]
+    if bad:
+        raise InputError(
+            path, f"checkpoint does not fit the model: shape mismatch in {', '.join(bad[:3])}"
+        )
     state = {k: v.to(ref[k].dtype) if k in ref else v for k, v in state.items()}
-    result = model.load_state_dict(state, strict=strict)
+    try:
+        result = model.load_state_dict(state, strict=strict)
+    except RuntimeError as err:
+        first = " ".join(str(err).split())[:300]
+        raise InputError(path, f"checkpoint does not fit the model ({first})") from err
     if result.missing_keys or result.unexpected_keys:
         _logger.warning("checkpoint %s: missing %s, unexpected %s", path,
                         result.missing_keys, result.unexpected_keys)

@@ -62,22 +62,40 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 }
 
 
+TOP_LEVEL_KEYS = {"seed", "output_dir", "model", "init_checkpoint", "data", "train"}
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Read a training YAML; ``train`` gets the defaults; ``overrides`` (dotted keys) win.
 
     Raises:
-        ValueError: unknown ``train`` keys.
+        InputError: unreadable YAML, an unknown top-level key or an unknown ``train`` key
+            (the message names the file and the key).
     """
-    cfg = yaml.safe_load(Path(path).read_text()) or {}
+    from zeusseg.errors import InputError
+
+    try:
+        cfg = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise InputError(path, f"cannot read training config ({err})") from err
+    if not isinstance(cfg, dict):
+        raise InputError(path, "training config must be a YAML mapping")
     for key, value in (overrides or {}).items():
         node = cfg
         *parents, last = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
         node[last] = value
+    unknown_top = set(cfg) - TOP_LEVEL_KEYS
+    if unknown_top:
+        raise InputError(
+            path, f"unknown key(s) {sorted(unknown_top)}; valid: {sorted(TOP_LEVEL_KEYS)}"
+        )
     unknown = set(cfg.get("train", {})) - set(TRAIN_DEFAULTS)
     if unknown:
-        raise ValueError(f"unknown train keys {sorted(unknown)}; valid: {sorted(TRAIN_DEFAULTS)}")
+        raise InputError(
+            path, f"unknown train key(s) {sorted(unknown)}; valid: {sorted(TRAIN_DEFAULTS)}"
+        )
     cfg["train"] = {**TRAIN_DEFAULTS, **cfg.get("train", {})}
     cfg.setdefault("seed", 0)
     cfg.setdefault("model", "zeus-hybrid-s")
