@@ -75,39 +75,30 @@ def build_segmenter(
             raise ValueError("--adapter needs --method zeus")
         name = prompts[0] if prompts else "object"
         return lambda image: segment_classical(image, class_name=name)
-    if instruction_mode != "name":
-        return _instructed_zeus(prompts, model, adapter, instruction_mode, instruction_cache)
     from zeusseg.zeus_segmenter import build_zeus_segmenter
 
-    return build_zeus_segmenter(list(prompts), model=model, adapter=adapter)
+    texts_for = None
+    if instruction_mode != "name":
+        texts_for = _instruction_texts(prompts, instruction_mode, instruction_cache)
+    return build_zeus_segmenter(list(prompts), model=model, adapter=adapter, texts_for=texts_for)
 
 
-def _instructed_zeus(
-    prompts: Sequence[str],
-    model: str | None,
-    adapter: str | None,
-    mode: str,
-    cache_path: str | os.PathLike | None,
-) -> Segmenter:
-    """Zeus segmenter whose text is a per-image instruction (``template`` or ``llm`` mode)."""
+def _instruction_texts(
+    prompts: Sequence[str], mode: str, cache_path: str | os.PathLike | None
+) -> Callable[[MicroscopyImage], list[str]]:
+    """image -> the instruction of each prompt (``template`` or ``llm`` mode), cached."""
     from zeusseg.instructions import MODES, InstructionCache, make_instruction
 
     if mode not in MODES:
         raise ValueError(f"unknown instruction mode '{mode}'; choose one of {', '.join(MODES)}")
-    if adapter:
-        raise ValueError("--adapter is only supported with --instruction-mode name")
-    from zeusseg.predictor import ZeusPredictor
-    from zeusseg.zeus_segmenter import load_zeus, segment_image
-
-    predictor = ZeusPredictor(load_zeus(model or "zeus-default"))
     cache = InstructionCache(cache_path) if cache_path else None
 
-    def run(image: MicroscopyImage) -> InstanceMasks:
-        texts = [make_instruction(image, p, mode=mode, cache=cache).text for p in prompts]
-        _logger.debug("%s: instructions %s", image.name, texts)
-        return segment_image(predictor, image, texts)
+    def texts(image: MicroscopyImage) -> list[str]:
+        out = [make_instruction(image, p, mode=mode, cache=cache).text for p in prompts]
+        _logger.debug("%s: instructions %s", image.name, out)
+        return out
 
-    return run
+    return texts
 
 
 def segment_paths(

@@ -127,7 +127,11 @@ def segment_image(
 
 
 def build_zeus_segmenter(
-    prompts: Sequence[str], model: str | None = None, adapter: str | None = None, **kwargs
+    prompts: Sequence[str],
+    model: str | None = None,
+    adapter: str | None = None,
+    texts_for: Callable[[MicroscopyImage], list[str]] | None = None,
+    **kwargs,
 ) -> Callable[[MicroscopyImage], InstanceMasks]:
     """A function image -> InstanceMasks for ``zeusseg segment --method zeus``.
 
@@ -136,6 +140,8 @@ def build_zeus_segmenter(
         model: a trained-model name (default ``zeus-default``), an architecture name, a config
             ``.json``, or a folder/``model.safetensors`` with its ``config.json``.
         adapter: a LoRA adapter folder written by ``zeusseg finetune`` (applied to ``model``).
+        texts_for: image -> one text per prompt, e.g. per-image instructions; by default
+            the prompts themselves are the texts.
         **kwargs: passed to ``segment_image``.
 
     Raises:
@@ -151,7 +157,9 @@ def build_zeus_segmenter(
 
         net = load_adapter(net, adapter, model_id=model or "zeus-default")
     predictor = ZeusPredictor(net)
-    return lambda image: segment_image(predictor, image, prompts, **kwargs)
+    if texts_for is None:
+        return lambda image: segment_image(predictor, image, prompts, **kwargs)
+    return lambda image: segment_image(predictor, image, texts_for(image), **kwargs)
 
 
 def load_zeus(model: str = "zeus-default"):

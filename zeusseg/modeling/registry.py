@@ -9,7 +9,7 @@ from pathlib import Path
 
 from zeusseg.components import register_component
 
-_SAM_URLS = {
+SAM_URLS = {  # the one table of SAM checkpoints (sam_encoder reads it too)
     "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
     "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
     "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
@@ -42,7 +42,7 @@ register_component(
     "tokens, width 128; trained from scratch (weights: inside each trained model)",
 )
 
-for _kind, _url in _SAM_URLS.items():
+for _kind, _url in SAM_URLS.items():
     _file = _url.rsplit("/", 1)[1]
 
     def _sam(_kind=_kind, _file=_file, **kwargs):

@@ -19,14 +19,10 @@ from torch import Tensor, nn
 from zeusseg.errors import WeightsNotFoundError
 from zeusseg.modeling.common import DownBlock
 from zeusseg.modeling.image_encoder import ImageFeatures
+from zeusseg.modeling.registry import SAM_URLS
 
 _logger = logging.getLogger(__name__)
 
-SAM_URLS = {
-    "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
-    "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
-    "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
-}
 
 
 def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path | None:
