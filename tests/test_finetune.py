@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from zeusseg.build_zeus import build_zeus
 from zeusseg.errors import InputError
+from zeusseg.factory import build_zeus
 from zeusseg.training.fewshot import load_finetune_config, select_names, training_source
 from zeusseg.training.finetune import _checkpoints, finetune
 

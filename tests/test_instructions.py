@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 
 import numpy as np
 import pytest
@@ -49,16 +48,13 @@ def test_measured_describer_light_disks():
     assert desc.describer == "measured-v1"
 
 
-def test_measured_describer_dark_objects_and_speed():
+def test_measured_describer_dark_objects():
+    # speed is measured in scripts/bench_text.py (docs/BENCHMARKS.md), not asserted here
     image, n = _disks(light=False, radius=12, step=60)
-    MeasuredDescriber().describe(image)  # warm-up
-    t0 = time.perf_counter()
     f = MeasuredDescriber().describe(image).facts
-    elapsed = time.perf_counter() - t0
     assert f["modality"] == "electron microscopy" and f["polarity"] == "dark"
     assert abs(f["count"] - n) <= 0.15 * n
     assert 16 <= f["diameter_px"] <= 34
-    assert elapsed < 1.0  # ~0.1 s on an idle core; generous for a shared CI machine
 
 
 def test_measured_describer_blank_image():

@@ -111,3 +111,17 @@ def test_list_images(tmp_path, disks_image):
     assert [p.name for p in list_images(tmp_path)] == ["a.tif", "b.png"]
     with pytest.raises(InputError, match="not an image file"):
         list_images(tmp_path / "notes.txt")
+
+
+def test_atomic_writes_get_normal_file_permissions(tmp_path):
+    import os
+    import stat
+
+    from zeusseg.io.atomic import write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) & 0o044 == 0o044  # readable by others

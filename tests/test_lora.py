@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zeusseg.build_zeus import build_zeus, get_model_config
 from zeusseg.errors import InputError
+from zeusseg.factory import build_zeus, get_model_config
 from zeusseg.modeling.fusion import TwoWayFusion
 from zeusseg.modeling.mask_decoder import MaskDecoder
 from zeusseg.modeling.zeus import Zeus

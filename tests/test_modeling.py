@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from zeusseg.build_zeus import ZeusCfg, build_zeus, get_model_config, list_models, load_checkpoint
 from zeusseg.errors import WeightsNotFoundError
+from zeusseg.factory import ZeusCfg, build_zeus, get_model_config, list_models, load_checkpoint
 from zeusseg.modeling.fusion import TwoWayFusion
 from zeusseg.modeling.image_encoder import ImageEncoderHybrid
 from zeusseg.modeling.mask_decoder import MaskDecoder
@@ -195,3 +195,11 @@ def test_timm_encoder_from_tiny_checkpoint(tmp_path):
     assert f.tokens.shape == (1, 16, 32)
     with pytest.raises(WeightsNotFoundError):
         TimmImageEncoder(checkpoint=None, timm_kwargs=kw)
+
+
+def test_public_build_zeus_is_the_function_after_submodule_imports():
+    import zeusseg.factory  # noqa: F401  (used to shadow the lazy export when it shared its name)
+    import zeusseg.predictor  # noqa: F401
+    from zeusseg import build_zeus
+
+    assert callable(build_zeus) and build_zeus.__name__ == "build_zeus"

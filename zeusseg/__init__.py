@@ -10,9 +10,9 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "build_zeus": "zeusseg.build_zeus",
-    "list_models": "zeusseg.build_zeus",
-    "zeus_model_registry": "zeusseg.build_zeus",
+    "build_zeus": "zeusseg.factory",
+    "list_models": "zeusseg.factory",
+    "zeus_model_registry": "zeusseg.factory",
     "ZeusPredictor": "zeusseg.predictor",
     "segment_image": "zeusseg.zeus_segmenter",
     "load_zeus": "zeusseg.zeus_segmenter",

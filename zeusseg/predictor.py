@@ -11,6 +11,7 @@ from torch import Tensor
 
 from zeusseg.modeling.image_encoder import ImageFeatures
 from zeusseg.modeling.zeus import Zeus
+from zeusseg.prompt_decoding import PromptMaps, decode_prompts, prepare_prompt_maps
 
 _logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class ZeusPredictor:
         self.features: ImageFeatures | None = None
         self.original_size: tuple[int, int] | None = None
         self.is_image_set = False
+        self._prompt_maps: dict[str, PromptMaps] = {}
 
     @torch.no_grad()
     def set_image(self, image: np.ndarray) -> None:
@@ -80,6 +82,7 @@ class ZeusPredictor:
             mode = "reflect" if min(h, w) > max(ph, pw) else "replicate"
             x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
         self.features = self.model.encode_image(x)
+        self._prompt_maps = {}
         self.original_size = (int(h), int(w))
         self.is_image_set = True
 
@@ -121,3 +124,64 @@ class ZeusPredictor:
             tokens, mask = self.embedder(texts[i : i + batch_size])
             out.append(torch.sigmoid(self.predict_torch(tokens, mask).float()).cpu().numpy())
         return np.concatenate(out)
+
+    def prompt_maps(self, text: str) -> PromptMaps:
+        """The dense maps of one text prompt, prepared for point/box prompts (cached per image).
+
+        Args:
+            text: the text prompt.
+
+        Returns:
+            ``PromptMaps`` at the size of the image given to ``set_image``.
+        """
+        if not self.is_image_set:
+            raise RuntimeError(_NOT_SET)
+        if text not in self._prompt_maps:
+            cfg = getattr(self.model, "zeus_cfg", None)
+            diameter = cfg.input_cfg.target_diameter if cfg is not None else 27.0
+            self._prompt_maps[text] = prepare_prompt_maps(
+                self.predict(text)[0], default_diameter=diameter
+            )
+        return self._prompt_maps[text]
+
+    def predict_prompts(
+        self,
+        text: str,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        multimask_output: bool = False,
+        **decode_kwargs: float,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks for point and/or box prompts, mirroring ``SamPredictor.predict``.
+
+        The text prompt's dense maps (computed once per text and image) are the
+        prompt-independent basis; the clicks and the box select and reshape instances of them
+        (``zeusseg.prompt_decoding``: seeded watershed with a locally lowered foreground
+        threshold). There is no learned prompt encoder and no ``mask_input``.
+
+        Args:
+            text: the text prompt naming the kind of object (e.g. ``"virus particles"``).
+            point_coords: (N, 2) points, (X, Y) in pixels of the image given to ``set_image``.
+            point_labels: (N,) 1 = foreground point, 0 = background point.
+            box: (4,) box, XYXY in pixels (corners inclusive).
+            multimask_output: return three candidates (stricter to looser local threshold)
+                instead of one. Unlike SAM, the default is one mask.
+            **decode_kwargs: ``fg_threshold``, ``seed_threshold``, ``boundary_threshold`` of
+                ``decode_prompts``.
+
+        Returns:
+            masks: (C, H, W) bool, C = 3 with ``multimask_output`` else 1, at the size of the
+            image given to ``set_image`` (all False when the prompt selects nothing).
+            scores: (C,) float32 in [0, 1], the decoder's instance score of each mask.
+            soft: (C, H, W) float32, the evidence map ``max(fg, centre, boundary)`` inside each
+            mask and 0 outside (SAM returns low-resolution logits here).
+
+        Raises:
+            RuntimeError: no image set.
+            ValueError: malformed prompts (shapes, labels other than 0/1, points outside the
+                image, no prompt).
+        """
+        maps = self.prompt_maps(text)
+        return decode_prompts(maps, point_coords, point_labels, box,
+                              multimask_output=multimask_output, **decode_kwargs)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zeusseg.errors import InputError
-from zeusseg.io import list_images, read_image, read_label_image, write_label_tiff, write_overlay
+from zeusseg.io import list_images, write_label_tiff, write_overlay
 from zeusseg.io.atomic import remove_stale_temp_files
 from zeusseg.io.coco import CocoAccumulator
 from zeusseg.structures import InstanceMasks, MicroscopyImage
@@ -53,6 +53,8 @@ def build_segmenter(
     adapter: str | None = None,
     instruction_mode: str = "name",
     instruction_cache: str | os.PathLike | None = None,
+    device: str | None = None,
+    segment_kwargs: dict | None = None,
 ) -> Segmenter:
     """A function image -> InstanceMasks for ``method``.
 
@@ -60,6 +62,9 @@ def build_segmenter(
         instruction_mode: what the zeus text encoder reads for each prompt: ``name`` (the
             prompt itself), ``template`` or ``llm`` (an instruction written per image by
             ``zeusseg.instructions.make_instruction``, cached in ``instruction_cache``).
+        device: where the zeus model runs (default: the CPU).
+        segment_kwargs: keyword arguments of ``segment_image`` for zeus (e.g. ``tile_size``,
+            ``tile_overlap``); ignored by classical.
 
     Raises:
         ValueError: unknown method or an option the method does not take.
@@ -80,7 +85,8 @@ def build_segmenter(
     texts_for = None
     if instruction_mode != "name":
         texts_for = _instruction_texts(prompts, instruction_mode, instruction_cache)
-    return build_zeus_segmenter(list(prompts), model=model, adapter=adapter, texts_for=texts_for)
+    return build_zeus_segmenter(list(prompts), model=model, adapter=adapter, texts_for=texts_for,
+                                device=device, **(segment_kwargs or {}))
 
 
 def _instruction_texts(
@@ -111,6 +117,7 @@ def segment_paths(
     skip_existing: bool = False,
     on_error: str = "stop",
     progress: bool = True,
+    workers: int = 0,
 ) -> SegmentReport:
     """Run ``segmenter`` over image files and write every output atomically.
 
@@ -118,38 +125,97 @@ def segment_paths(
     ``out/overlays/<stem>.png`` and ``out/predictions.json`` (COCO, RLE, scores), the last
     written once at the end from every label TIFF of this run.
 
+    Under ``accelerate launch`` (or ``torchrun``) with several processes, each process
+    segments its share of ``paths`` and the main process writes the merged predictions
+    (``zeusseg.segment_parallel``); the outputs are the same as those of one process.
+
     Args:
         on_error: ``stop`` re-raises the first InputError; ``skip`` records it and goes on.
+        workers: decode images in this many worker processes ahead of the model
+            (``zeusseg.inference_loader``; 0 = read each image when it is needed).
 
     Raises:
         InputError: a bad input file when ``on_error="stop"``, or an unwritable ``out``.
     """
-    from tqdm.auto import tqdm
-
     if on_error not in ("stop", "skip"):
         raise ValueError(f"on_error must be stop or skip, got {on_error!r}")
-    out = Path(out)
+    from zeusseg.segment_parallel import world_size
+
+    kwargs = dict(overlays=overlays, skip_existing=skip_existing, on_error=on_error,
+                  progress=progress, workers=workers)
+    if world_size() > 1:
+        from zeusseg.segment_parallel import segment_paths_parallel
+
+        return segment_paths_parallel(paths, segmenter, out, prompts, **kwargs)
+    out = prepare_output(out, paths)
     report = SegmentReport(out=out)
+    results = segment_loop(paths, segmenter, report, prompts, **kwargs)
+    if results.images:
+        results.write(report.predictions)
+    return report
+
+
+def prepare_output(out: str | os.PathLike, paths: Sequence[Path]) -> Path:
+    """Remove temp files of an interrupted run from ``out``; check the output names are unique.
+
+    Raises:
+        InputError: two inputs share a file stem (their outputs would collide).
+    """
+    out = Path(out)
     for sub in (out, out / "labels", out / "overlays"):
         if remove_stale_temp_files(sub):
             _logger.info("%s: removed temporary files of an interrupted run", sub)
-    classes = class_table(prompts)
-    results = CocoAccumulator(classes or {1: "object"})  # RLE only: memory stays flat
-    stems = [p.stem for p in paths]
+    check_unique_stems(paths)
+    return out
+
+
+def check_unique_stems(paths: Sequence[Path]) -> None:
+    """Raise InputError when two inputs share a file stem."""
+    stems = [Path(p).stem for p in paths]
     dupes = {s for s in stems if stems.count(s) > 1}
     if dupes:
         raise InputError(paths[0].parent, f"several files share the name(s) {sorted(dupes)[:3]}")
-    for path in tqdm(paths, desc="segment", unit="img", disable=not progress or len(paths) < 2):
-        label_path = out / "labels" / f"{path.stem}.tif"
-        if skip_existing and label_path.exists():
-            try:
-                results.add(path.name, read_label_image(label_path))
-                report.skipped_existing.append(path.name)
-                continue
-            except InputError:
-                _logger.warning("%s: unreadable earlier output, segmenting again", label_path)
+
+
+def segment_loop(
+    paths: Sequence[Path],
+    segmenter: Segmenter,
+    report: SegmentReport,
+    prompts: Sequence[str],
+    *,
+    overlays: bool = True,
+    skip_existing: bool = False,
+    on_error: str = "stop",
+    progress: bool = True,
+    workers: int = 0,
+) -> CocoAccumulator:
+    """Segment ``paths`` in order, write labels/overlays to ``report.out``, fill ``report``.
+
+    Returns:
+        The COCO annotations of every image done or kept (``skip_existing``), in path order.
+
+    Raises:
+        InputError: the first bad input when ``on_error="stop"``.
+    """
+    from tqdm.auto import tqdm
+
+    from zeusseg.inference_loader import iter_images
+
+    out = report.out
+    classes = class_table(prompts)
+    results = CocoAccumulator(classes or {1: "object"})  # RLE only: memory stays flat
+    items = iter_images(paths, label_dir=out / "labels", skip_existing=skip_existing,
+                        workers=workers)
+    for item in tqdm(items, total=len(paths), desc="segment", unit="img",
+                     disable=not progress or len(paths) < 2):
+        path = item.path
+        if item.existing is not None:
+            results.add(path.name, item.existing)
+            report.skipped_existing.append(path.name)
+            continue
         try:
-            image = read_image(path)
+            item.raise_error()
+            image = item.image
             masks = segmenter(image)
         except InputError as err:
             if on_error == "stop":
@@ -158,15 +224,13 @@ def segment_paths(
             report.failed[path.name] = err.problem
             continue
         masks.class_names = dict(classes) or masks.class_names
-        write_label_tiff(label_path, masks)
+        write_label_tiff(out / "labels" / f"{path.stem}.tif", masks)
         if overlays:
             write_overlay(out / "overlays" / f"{path.stem}.png", image, masks)
         results.add(path.name, masks)
         report.done.append(path.name)
         report.instances += len(masks)
-    if results.images:
-        results.write(report.predictions)
-    return report
+    return results
 
 
 def run_segment(
@@ -176,7 +240,12 @@ def run_segment(
     method: str = DEFAULT_METHOD,
     **kwargs,
 ) -> SegmentReport:
-    """Segment a file, a folder or a list of files (``build_segmenter`` + ``segment_paths``)."""
+    """Segment a file, a folder or a list of files (``build_segmenter`` + ``segment_paths``).
+
+    ``kwargs``: ``model``, ``adapter``, ``instruction_mode``, ``device``, ``segment_kwargs``
+    (``build_segmenter``; under a multi-process launch each process uses its own accelerator
+    device) and the keyword arguments of ``segment_paths``.
+    """
     model = kwargs.pop("model", None)
     adapter = kwargs.pop("adapter", None)
     mode = kwargs.pop("instruction_mode", "name")
@@ -190,18 +259,37 @@ def run_segment(
             raise InputError(None, "empty --prompt; say what to segment, e.g. 'virus particles'")
         if len(p) > 1000:
             raise InputError(None, f"--prompt is {len(p)} characters; the limit is 1000")
+    device = kwargs.pop("device", None)
+    segment_kwargs = kwargs.pop("segment_kwargs", None)
+    if device is None and method == "zeus":
+        from zeusseg.segment_parallel import distributed_state, world_size
+
+        if world_size() > 1:  # one GPU per process (the CPU when there is none)
+            device = str(distributed_state().device)
     segmenter = build_segmenter(
         method, prompts, model=model, adapter=adapter, instruction_mode=mode,
-        instruction_cache=Path(out) / "instructions.jsonl",
+        instruction_cache=Path(out) / "instructions.jsonl", device=device,
+        segment_kwargs=segment_kwargs,
     )
     return segment_paths(paths, segmenter, out, prompts, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m zeusseg.segment ...`` = ``zeusseg segment ...``."""
-    from zeusseg.__main__ import main as cli_main
+    """``python -m zeusseg.segment ...`` = ``zeusseg segment ...``.
 
-    return cli_main(["segment", *(sys.argv[1:] if argv is None else argv)])
+    Under ``accelerate launch`` with several processes only the main process prints the
+    summary (every process gets the same merged report and exit code).
+    """
+    import contextlib
+
+    from zeusseg.__main__ import main as cli_main
+    from zeusseg.segment_parallel import process_rank
+
+    args = ["segment", *(sys.argv[1:] if argv is None else argv)]
+    if process_rank() == 0:
+        return cli_main(args)
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        return cli_main(args)
 
 
 if __name__ == "__main__":

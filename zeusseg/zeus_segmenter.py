@@ -6,6 +6,10 @@ particles at ``scale`` 0.5). The first pass runs at the configured ``scale``; wi
 it differs by more than ``AUTO_SCALE_TOLERANCE`` (cellpose-style size estimation, no labels);
 when the first pass finds no instance but at least ``MIN_FG_SHARE`` foreground pixels, a pass
 at twice the scale probes for objects too small to separate.
+
+Size: a scaled image larger than ``tile_size`` (default 1024 px) is predicted in overlapping
+windows whose maps are blended and decoded without seams (``zeusseg.tiling``,
+docs/tiling.md); every pass of the auto-scale logic above then runs tiled.
 """
 
 from __future__ import annotations
@@ -13,11 +17,18 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from zeusseg.predictor import ZeusPredictor
 from zeusseg.structures import InstanceMasks, MicroscopyImage
+from zeusseg.tiling import (
+    DEFAULT_DECODE_BLOCK,
+    DEFAULT_TILE_OVERLAP,
+    DEFAULT_TILE_SIZE,
+    TilingConfig,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -54,15 +65,45 @@ def _restore(masks: InstanceMasks, shape: tuple[int, int]) -> InstanceMasks:
                          scores=masks.scores[keep], class_names=masks.class_names).relabelled()
 
 
-def _run(predictor: ZeusPredictor, grey: np.ndarray, factor: float, prompts, **kw):
-    """Instances at scale ``factor`` and the share of pixels with foreground probability > 0.5."""
-    from zeusseg.training.scaling import resize_image, scaled_shape
+@dataclass
+class _Pass:
+    """One prediction pass: instances at the original size and what auto-scale needs."""
+
+    masks: InstanceMasks
+    n_found: int  # instances at the model scale (some may vanish in the resize back)
+    diameter: float  # median equivalent diameter at the model scale, NaN without instances
+    fg_share: float  # share of pixels with foreground probability > 0.5
+
+
+def _run(predictor: ZeusPredictor, grey: np.ndarray, factor: float, prompts,
+         tiling: TilingConfig | None, **kw) -> _Pass:
+    """Instances at scale ``factor``; tiled when the scaled image exceeds the tile size."""
+    from zeusseg.training.scaling import median_diameter, resize_image, scaled_shape
 
     shape = scaled_shape(grey.shape, factor)
+    if tiling is not None and max(shape) > tiling.tile_size:
+        return _run_tiled(predictor, grey, shape, prompts, tiling, **kw)
     small = resize_image(grey, shape) if shape != grey.shape else grey
     predictor.set_image(small)
     probs = predictor.predict(list(prompts))
-    return _decode(probs, prompts, **kw), float((probs[:, 0] > 0.5).mean())
+    masks = _decode(probs, prompts, **kw)
+    return _Pass(_restore(masks, grey.shape), len(masks), median_diameter(masks.labels),
+                 float((probs[:, 0] > 0.5).mean()))
+
+
+def _run_tiled(predictor: ZeusPredictor, grey: np.ndarray, shape: tuple[int, int], prompts,
+               tiling: TilingConfig, **kw) -> _Pass:
+    """``_run`` by overlapping windows of the scaled image (``zeusseg.tiling``)."""
+    from zeusseg.tiling import scaled_window, segment_tiled
+
+    def predict(window):  # one encoder pass per window, all prompts
+        predictor.set_image(scaled_window(grey, shape, window))
+        return predictor.predict(list(prompts))
+
+    res = segment_tiled(predict, shape, len(prompts), lambda p: _decode(p, prompts, **kw),
+                        grey.shape, tiling)
+    d = float(np.median(2.0 * np.sqrt(res.areas / np.pi))) if res.areas.size else float("nan")
+    return _Pass(res.masks, res.n_found, d, res.fg_share)
 
 
 def segment_image(
@@ -72,9 +113,17 @@ def segment_image(
     *,
     scale: float | None = None,
     auto_scale: bool = True,
+    tile_size: int | None = DEFAULT_TILE_SIZE,
+    tile_overlap: int = DEFAULT_TILE_OVERLAP,
+    decode_block: int = DEFAULT_DECODE_BLOCK,
     **decode_kwargs,
 ) -> InstanceMasks:
     """Segment one image with text prompts.
+
+    An image whose scaled size exceeds ``tile_size`` is predicted in overlapping windows whose
+    maps are blended and decoded without seams (``zeusseg.tiling``, docs/tiling.md); memory
+    then stays bounded whatever the image size. Without tiling (``tile_size=None``) the
+    scaled image is capped at ``MAX_PIXELS``.
 
     Args:
         model_or_predictor: a Zeus model or a ``ZeusPredictor``.
@@ -84,46 +133,49 @@ def segment_image(
         scale: resize factor of the first pass (default: the model's ``input_cfg.scale``).
         auto_scale: rescale once more so the median instance diameter becomes the model's
             ``target_diameter``.
+        tile_size: window side in pixels at the model's scale; None or 0 = never tile.
+        tile_overlap: minimum overlap of neighbouring windows, pixels at the model's scale.
+        decode_block: maps larger than this (model-scale pixels) are decoded in blocks.
         **decode_kwargs: passed to ``decode_instances`` / ``assign_classes``.
 
     Returns:
         InstanceMasks at the original image size, ``class_names`` = {i: prompt}.
     """
-    from zeusseg.training.scaling import median_diameter
-
     prompts = list(prompts)
     if not prompts:
         raise ValueError("segment_image needs at least one prompt")
+    tiling = (TilingConfig(tile_size=int(tile_size), overlap=int(tile_overlap),
+                           block=int(decode_block)) if tile_size else None)
     predictor = (model_or_predictor if isinstance(model_or_predictor, ZeusPredictor)
                  else ZeusPredictor(model_or_predictor))
     cfg = getattr(predictor.model, "zeus_cfg", None)
     factor = float(scale if scale is not None else (cfg.input_cfg.scale if cfg else 1.0))
     grey = image.grey()
-    cap = math.sqrt(MAX_PIXELS / max(grey.size, 1))
+    cap = math.sqrt(MAX_PIXELS / max(grey.size, 1)) if tiling is None else math.inf
     factor = min(factor, cap)
-    masks, fg_share = _run(predictor, grey, factor, prompts, **decode_kwargs)
+    run = _run(predictor, grey, factor, prompts, tiling, **decode_kwargs)
     if auto_scale and cfg is not None:
         target = cfg.input_cfg.target_diameter
-        if (len(masks) < MIN_FOR_SIZE and fg_share >= MIN_FG_SHARE
+        if (run.n_found < MIN_FOR_SIZE and run.fg_share >= MIN_FG_SHARE
                 and factor * 2 <= min(cap, MAX_SCALE)):
             # foreground but no instance: objects may be too small to separate; probe x2.
             # (Probing when a few instances were found fragments large objects: images with
             # one or two virus particles then gained false positives at twice the scale.)
             # (No foreground at all means the prompt matches nothing: no probe, so a wrong
             # prompt is not "found" at a scale the model was never meant to see.)
-            probe, _ = _run(predictor, grey, factor * 2, prompts, **decode_kwargs)
-            if len(probe) > len(masks):
-                masks, factor = probe, factor * 2
-        if len(masks) >= MIN_FOR_SIZE:
-            d = median_diameter(masks.labels)
-            if d > 0:
-                new = float(np.clip(factor * target / d, MIN_SCALE, min(MAX_SCALE, cap)))
-                if abs(math.log(new / factor)) > math.log(AUTO_SCALE_TOLERANCE):
-                    _logger.debug("%s: rescaling %.3f -> %.3f (median diameter %.1f px)",
-                                  image.name, factor, new, d)
-                    masks, _ = _run(predictor, grey, new, prompts, **decode_kwargs)
+            probe = _run(predictor, grey, factor * 2, prompts, tiling, **decode_kwargs)
+            if probe.n_found > run.n_found:
+                run, factor = probe, factor * 2
+            del probe
+        if run.n_found >= MIN_FOR_SIZE and run.diameter > 0:
+            new = float(np.clip(factor * target / run.diameter, MIN_SCALE, min(MAX_SCALE, cap)))
+            if abs(math.log(new / factor)) > math.log(AUTO_SCALE_TOLERANCE):
+                _logger.debug("%s: rescaling %.3f -> %.3f (median diameter %.1f px)",
+                              image.name, factor, new, run.diameter)
+                run = None  # free the first pass's labels before the second
+                run = _run(predictor, grey, new, prompts, tiling, **decode_kwargs)
     predictor.reset_image()
-    return _restore(masks, grey.shape)
+    return run.masks
 
 
 def build_zeus_segmenter(
@@ -131,6 +183,7 @@ def build_zeus_segmenter(
     model: str | None = None,
     adapter: str | None = None,
     texts_for: Callable[[MicroscopyImage], list[str]] | None = None,
+    device: str | None = None,
     **kwargs,
 ) -> Callable[[MicroscopyImage], InstanceMasks]:
     """A function image -> InstanceMasks for ``zeusseg segment --method zeus``.
@@ -142,6 +195,7 @@ def build_zeus_segmenter(
         adapter: a LoRA adapter folder written by ``zeusseg finetune`` (applied to ``model``).
         texts_for: image -> one text per prompt, e.g. per-image instructions; by default
             the prompts themselves are the texts.
+        device: run the model there (e.g. ``cuda:1``; default: where it was loaded, the CPU).
         **kwargs: passed to ``segment_image``.
 
     Raises:
@@ -156,6 +210,8 @@ def build_zeus_segmenter(
         from zeusseg.training.lora import load_adapter
 
         net = load_adapter(net, adapter, model_id=model or "zeus-default")
+    if device is not None:
+        net = net.to(device)
     predictor = ZeusPredictor(net)
     if texts_for is None:
         return lambda image: segment_image(predictor, image, prompts, **kwargs)
@@ -171,7 +227,7 @@ def load_zeus(model: str = "zeus-default"):
     import json
     from pathlib import Path
 
-    from zeusseg.build_zeus import _build_zeus, build_zeus
+    from zeusseg.factory import _build_zeus, build_zeus
 
     p = Path(model)
     if p.is_dir() and (p / "config.json").is_file():

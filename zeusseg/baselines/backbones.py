@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from zeusseg.baselines.config import BackboneCfg
-from zeusseg.errors import WeightsNotFoundError
+from zeusseg.errors import InputError, WeightsNotFoundError
 
 _logger = logging.getLogger(__name__)
 
@@ -187,12 +187,17 @@ def build_resnet_fpn(cfg: BackboneCfg) -> nn.Module:
 
 
 def _load_state(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_file(str(path))
+        else:  # weights_only: never runs code from the file
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # safetensors / pickle raise many types on corrupt files
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise InputError(path, f"corrupt, unsafe or unreadable backbone weights "
+                         f"({type(err).__name__}: {first})") from err
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 

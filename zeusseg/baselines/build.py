@@ -164,7 +164,7 @@ def load_run_model(run_dir: str | os.PathLike, name: str | None = None,
 
     Raises:
         WeightsNotFoundError: no ``model.safetensors`` / ``config.yaml`` in ``run_dir``.
-        InputError: an unreadable config.
+        InputError: an unreadable config, corrupt weights or weights of another shape.
     """
     import yaml
     from safetensors.torch import load_file
@@ -174,7 +174,7 @@ def load_run_model(run_dir: str | os.PathLike, name: str | None = None,
     if not (weights.is_file() and config.is_file()):
         config_name = BASELINE_CONFIGS.get(name or run_dir.name, "<config>")
         raise WeightsNotFoundError(
-            name or run_dir.name, [str(weights)],
+            name or run_dir.name, [str(p) for p in (weights, config) if not p.is_file()],
             how_to_get or "train it with: zeusseg baseline train --config "
             f"configs/baseline/{config_name}.yaml --out {run_dir}")
     try:
@@ -188,7 +188,17 @@ def load_run_model(run_dir: str | os.PathLike, name: str | None = None,
     cfg_no_pre = model_cfg_from_dict({**to_dict(cfg), "backbone": {
         **to_dict(cfg.backbone), "pretrained": None}})
     model = build_model(cfg_no_pre)
-    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    try:
+        state = load_file(str(weights))
+    except Exception as err:  # safetensors raises several types on corrupt files
+        raise InputError(weights, f"corrupt or unreadable weights ({type(err).__name__}: "
+                         f"{err})") from err
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shapes of another architecture or class count
+        lines = [ln.strip() for ln in str(err).splitlines() if "mismatch" in ln]
+        raise InputError(weights, "weights do not fit the config: "
+                         f"{(lines or [str(err)])[0][:300]}") from err
     if missing or unexpected:
         raise InputError(weights, f"weights do not fit the config: {len(missing)} missing, "
                          f"{len(unexpected)} unexpected keys (e.g. {(missing or unexpected)[0]})")

@@ -7,6 +7,7 @@ import logging
 
 from zeusseg.errors import InputError
 from zeusseg.segment import DEFAULT_METHOD, METHODS, run_segment
+from zeusseg.tiling import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE
 
 _logger = logging.getLogger(__name__)
 
@@ -55,6 +56,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "instruction written per image from measured facts (template) or by the LLM (llm); "
         "instructions are cached in OUT/instructions.jsonl (default: %(default)s)",
     )
+    big = p.add_argument_group("Large images (zeus)")
+    big.add_argument(
+        "--tile-size", type=int, default=DEFAULT_TILE_SIZE, metavar="PX",
+        help="predict images larger than PX x PX (at the model's scale) in overlapping "
+        "windows, blended and decoded without seams; 0 = never tile (default: %(default)s)",
+    )
+    big.add_argument(
+        "--tile-overlap", type=int, default=DEFAULT_TILE_OVERLAP, metavar="PX",
+        help="minimum overlap of neighbouring windows, pixels at the model's scale "
+        "(default: %(default)s)",
+    )
     out = p.add_argument_group("Output")
     out.add_argument("-o", "--out", default="zeusseg_output", help="output folder (%(default)s)")
     out.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
@@ -75,6 +87,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if (args.input is None) == (args.dataset is None):
         raise InputError(None, "give either IMG_OR_DIR or --dataset NAME (exactly one)")
+    if args.tile_size < 0 or args.tile_overlap < 0:
+        raise InputError(None, "--tile-size and --tile-overlap must be >= 0")
+    if args.tile_size and args.tile_overlap >= args.tile_size:
+        raise InputError(None, f"--tile-overlap {args.tile_overlap} must be smaller than "
+                         f"--tile-size {args.tile_size}")
     if args.dataset is not None:
         from zeusseg.datasets import get_dataset
 
@@ -95,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         overlays=not args.no_overlay,
         skip_existing=args.skip_existing,
         on_error=args.on_error,
+        segment_kwargs={"tile_size": args.tile_size or None, "tile_overlap": args.tile_overlap},
     )
     n = len(report.done) + len(report.skipped_existing)
     print(f"segmented {n} image(s), {report.instances} new instance(s)")

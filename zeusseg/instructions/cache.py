@@ -79,8 +79,9 @@ class InstructionCache:
                 continue
             try:
                 rec = json.loads(line)
-                key = CacheKey(**{k: str(rec[k]) for k in fields})
-                str(rec["text"])
+                if not all(isinstance(rec[k], str) for k in (*fields, "text")):
+                    raise TypeError("a key field or the text is not a string")
+                key = CacheKey(**{k: rec[k] for k in fields})
             except (json.JSONDecodeError, KeyError, TypeError):
                 last = n == len(lines) or (n == len(lines) - 1 and not lines[-1])
                 what = "truncated last line" if last else f"corrupt line {n}"

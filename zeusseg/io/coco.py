@@ -54,7 +54,15 @@ class CocoDataset:
         labels = np.zeros((h, w), np.int32)
         class_ids, scores, ids = [], [], []
         for k, ann in enumerate(anns, start=1):
-            m = mask_utils.decode(_to_rle(ann["segmentation"], h, w, self.path)).astype(bool)
+            try:
+                m = mask_utils.decode(_to_rle(ann["segmentation"], h, w, self.path)).astype(bool)
+            except (ValueError, TypeError, IndexError) as err:  # pycocotools on bad data
+                raise InputError(self.path, f"annotation id {ann.get('id', '?')} of image id "
+                                 f"{image_id}: unreadable segmentation ({err})") from err
+            if m.shape[:2] != (h, w):
+                raise InputError(self.path, f"annotation id {ann.get('id', '?')} of image id "
+                                 f"{image_id}: RLE size {list(m.shape[:2])} differs from the "
+                                 f"image size {[h, w]}")
             if m.ndim == 3:
                 m = m.any(axis=2)
             if not m.any():
@@ -145,12 +153,12 @@ def read_coco(path: str | os.PathLike) -> CocoDataset:
         _require(
             ann["image_id"] in images,
             path,
-            f"annotations[{i}] refers to unknown image id {ann['image_id']}",
+            f"annotations[{i}] refers to unknown image id {ann['image_id']!r}",
         )
         _require(
             ann["category_id"] in categories,
             path,
-            f"annotations[{i}] refers to unknown category id {ann['category_id']}",
+            f"annotations[{i}] refers to unknown category id {ann['category_id']!r}",
         )
         _require(
             isinstance(ann["segmentation"], (list, dict)),

@@ -15,6 +15,7 @@ Intensity normalisation (documented in docs/io.md):
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,10 @@ def _read_pillow(path: Path) -> np.ndarray:
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # microscopy montages exceed PIL's 89 Mpx default
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():  # PIL warns before the check below raises
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             if im.width * im.height > MAX_PIXELS:
                 size = f"{im.width}x{im.height}"
                 raise InputError(path, f"image of {size} exceeds {MAX_PIXELS} pixels; tile it")
@@ -115,6 +119,11 @@ def _read_tiff(path: Path) -> np.ndarray:
                 raise InputError(
                     path, f"multi-page TIFF ({len(tif.pages)} pages); save one plane per file"
                 )
+            shape = tif.series[0].shape if tif.series else tif.pages[0].shape
+            plane = int(np.prod(sorted(shape)[-2:], dtype=np.int64))  # H x W (largest two)
+            if plane > MAX_PIXELS:  # checked on the header: nothing is decoded or allocated
+                size = "x".join(str(s) for s in shape)
+                raise InputError(path, f"image of {size} exceeds {MAX_PIXELS} pixels; tile it")
             arr = tif.asarray()
     except InputError:
         raise

@@ -66,6 +66,13 @@ def read_label_image(
     return masks
 
 
+def is_zeusseg_label_tiff(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a label TIFF written by ``write_label_tiff`` (cheap: header only)."""
+    path = Path(path)
+    return path.suffix.lower() in (".tif", ".tiff") and path.is_file() and (
+        _read_meta(path) is not None)
+
+
 def _read_meta(path: Path) -> dict | None:
     import tifffile
 

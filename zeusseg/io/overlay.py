@@ -37,8 +37,7 @@ def render_overlay(image: MicroscopyImage, masks: InstanceMasks) -> np.ndarray:
     edges = find_boundaries(masks.labels, mode="inner")
     lut = np.zeros(int(masks.ids.max()) + 1, np.int64)
     lut[masks.ids] = masks.class_ids
-    colours = PALETTE[(lut[masks.labels] - 1) % len(PALETTE)]
-    rgb[edges] = colours[edges]
+    rgb[edges] = PALETTE[(lut[masks.labels[edges]] - 1) % len(PALETTE)]
     return rgb
 
 
@@ -48,5 +47,5 @@ def write_overlay(path: str | os.PathLike, image: MicroscopyImage, masks: Instan
 
     path = Path(path)
     with atomic_path(path, suffix=".png") as tmp:
-        Image.fromarray(render_overlay(image, masks)).save(tmp, format="PNG")
+        Image.fromarray(render_overlay(image, masks)).save(tmp, format="PNG", compress_level=1)
     return path

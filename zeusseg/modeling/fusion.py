@@ -9,6 +9,9 @@ Modes:
     ``late`` (default): all layers run after the image encoder.
     ``early``: layer ``j`` runs right after image-encoder block ``insert_after[j]`` (fusion
     inside the encoder); ``Zeus`` drives this through ``ImageEncoderHybrid.forward_blocks``.
+    ``none``: no text at all (the plain-CNN / no-text ablation): the text is ignored, the output
+    tokens are the learned ones and the image tokens pass through unchanged; ``depth``,
+    ``num_heads``, ``mlp_dim``, ``downsample_rate`` and ``insert_after`` are unused (no layers).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from torch import Tensor, nn
 
 from zeusseg.modeling.common import Attention, MLPBlock
 
-FUSION_MODES = ("late", "early")
+FUSION_MODES = ("late", "early", "none")
 
 
 @dataclass
@@ -76,7 +79,7 @@ class TwoWayFusion(nn.Module):
         mlp_dim: hidden width of the query MLP.
         num_output_tokens: learned output tokens (Zeus uses 3 head tokens + 1 condition token).
         downsample_rate: channel reduction inside the cross-attentions.
-        mode: ``late`` or ``early`` (see the module docstring).
+        mode: ``late``, ``early`` or ``none`` (see the module docstring).
         insert_after: for ``early``, the encoder block index after which each layer runs.
     """
 
@@ -99,10 +102,13 @@ class TwoWayFusion(nn.Module):
         if mode == "early" and len(insert_after) != depth:
             raise ValueError(f"early fusion needs {depth} insert_after indices, got {insert_after}")
         self.mode = mode
-        self.insert_after = tuple(insert_after)
+        self.insert_after = tuple(insert_after) if mode == "early" else ()
         self.num_output_tokens = num_output_tokens
-        self.text_proj = nn.Sequential(nn.Linear(text_dim, embed_dim), nn.LayerNorm(embed_dim))
         self.output_tokens = nn.Embedding(num_output_tokens, embed_dim)
+        if mode == "none":  # no text path: only the learned output tokens
+            self.layers = nn.ModuleList()
+            return
+        self.text_proj = nn.Sequential(nn.Linear(text_dim, embed_dim), nn.LayerNorm(embed_dim))
         self.layers = nn.ModuleList(
             TwoWayAttentionBlock(embed_dim, num_heads, mlp_dim, downsample_rate)
             for _ in range(depth)
@@ -142,7 +148,7 @@ class TwoWayFusion(nn.Module):
     def forward(
         self, image_tokens: Tensor, text_tokens: Tensor, text_mask: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """Late fusion: run every layer after the encoder.
+        """Late fusion: run every layer after the encoder (``none``: ignore the text).
 
         Args:
             image_tokens: (B, N_img, C) encoder output tokens.
@@ -150,8 +156,13 @@ class TwoWayFusion(nn.Module):
             text_mask: (B, L), 1 = real token.
 
         Returns:
-            output tokens (B, N_out, C) and text-conditioned image tokens (B, N_img, C).
+            output tokens (B, N_out, C) and text-conditioned image tokens (B, N_img, C); with
+            mode ``none`` the learned output tokens and the unchanged image tokens.
         """
+        if self.mode == "none":
+            b = image_tokens.shape[0]
+            out = self.output_tokens.weight[None].expand(b, -1, -1)  # (B, N_out, C)
+            return out.to(image_tokens.dtype), image_tokens
         state = self.init_state(text_tokens, text_mask)
         keys = image_tokens
         for j in range(len(self.layers)):

@@ -28,7 +28,7 @@ def _checkpoints() -> Path:
 
 
 def _own_vit(**kwargs):
-    from zeusseg.build_zeus import build_zeus
+    from zeusseg.factory import build_zeus
 
     return build_zeus("zeus-hybrid-s").image_encoder
 
@@ -85,7 +85,7 @@ def _register_trained() -> None:
     for name in list_pretrained():
 
         def _build(name=name, **kwargs):
-            from zeusseg.build_zeus import build_zeus
+            from zeusseg.factory import build_zeus
 
             return build_zeus(name)
 

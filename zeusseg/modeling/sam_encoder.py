@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zeusseg.errors import WeightsNotFoundError
+from zeusseg.errors import InputError, WeightsNotFoundError
 from zeusseg.modeling.common import DownBlock
 from zeusseg.modeling.image_encoder import ImageFeatures
 from zeusseg.modeling.registry import SAM_URLS
@@ -38,7 +38,14 @@ def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path | None:
 
 
 def _load_sam_state(path: Path) -> dict[str, Tensor]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # weights_only: never runs code from the file
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle / zip raise many types on corrupt or unsafe files
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise InputError(path, f"corrupt, unsafe or unreadable SAM checkpoint "
+                         f"({type(err).__name__}: {first})") from err
+    if not isinstance(state, dict):
+        raise InputError(path, f"not a SAM state dict (a {type(state).__name__})")
     if any(k.startswith("image_encoder.") for k in state):
         state = {k[len("image_encoder."):]: v for k, v in state.items()
                  if k.startswith("image_encoder.")}
@@ -91,7 +98,12 @@ class SamImageEncoder(nn.Module):
         else:
             raise ValueError(f"model_type must be custom or one of {sorted(sam_model_registry)}")
         if path is not None and path.is_file():
-            result = self.vit.load_state_dict(_load_sam_state(path), strict=True)
+            try:
+                result = self.vit.load_state_dict(_load_sam_state(path), strict=True)
+            except RuntimeError as err:
+                first = " ".join(str(err).split())[:300]
+                raise InputError(path, f"SAM checkpoint does not fit {model_type} "
+                                 f"({first})") from err
             _logger.info("loaded SAM image encoder from %s (%s)", path, result)
         if freeze:
             self.vit.requires_grad_(False)

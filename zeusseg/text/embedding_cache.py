@@ -3,7 +3,8 @@
 In memory always; on disk optionally, one safetensors file per (encoder id, text):
 ``<directory>/<encoder slug>/<sha256(text)[:32]>.safetensors`` holding ``tokens`` (L, C) and
 ``pooled`` (D,) for the real tokens only. Files are written atomically, so an interrupted run
-leaves no partial entry.
+leaves no partial entry; every file is checked when read (keys, shapes, the encoder's dims,
+finite values) and a bad one is encoded again and replaced.
 """
 
 from __future__ import annotations
@@ -81,10 +82,31 @@ class EmbeddingCache:
         except (SafetensorError, OSError) as err:
             _logger.warning("ignoring unreadable embedding cache file %s: %s", path, err)
             return False
+        problem = self._entry_problem(data)
+        if problem:
+            _logger.warning("ignoring embedding cache file %s: %s", path, problem)
+            return False
         tokens = data["tokens"].unsqueeze(0)  # (1, L, C)
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool)
         self._memory[key] = TextEmbedding(tokens, mask, data["pooled"].unsqueeze(0))
         return True
+
+    def _entry_problem(self, data: dict[str, torch.Tensor]) -> str | None:
+        """Why a loaded entry cannot be used (None if it can): it must hold ``tokens`` (L, C)
+        and ``pooled`` (D,), finite floats, with C and D of this encoder."""
+        tokens, pooled = data.get("tokens"), data.get("pooled")
+        if tokens is None or pooled is None:
+            return "lacks 'tokens' or 'pooled'"
+        if tokens.ndim != 2 or pooled.ndim != 1 or tokens.shape[0] < 1:
+            return f"bad shapes tokens {tuple(tokens.shape)}, pooled {tuple(pooled.shape)}"
+        want = (self.encoder.dim or tokens.shape[1], self.encoder.pooled_dim or pooled.shape[0])
+        if (tokens.shape[1], pooled.shape[0]) != want:
+            return (f"dims ({tokens.shape[1]}, {pooled.shape[0]}) differ from the encoder's "
+                    f"{want}")
+        if not (tokens.is_floating_point() and torch.isfinite(tokens).all()
+                and pooled.is_floating_point() and torch.isfinite(pooled).all()):
+            return "non-finite or non-float values"
+        return None
 
     def _store(self, text: str, emb: TextEmbedding) -> None:
         key = text_key(text)

@@ -81,12 +81,19 @@ DEFAULT_DATA_CONFIG: dict = {
 }
 
 
+SOURCE_KEYS = ("weight", "scale", "target_diameter", "folder", "prompt")
+"""Keys of one ``datasets`` / ``validation`` entry (read by ``preload.open_source``)."""
+
+
 def data_config(cfg: Mapping | None = None) -> dict:
     """The data config with defaults filled in (``datasets``/``validation`` are replaced whole).
 
     Raises:
-        ValueError: unknown keys (the message lists the valid ones).
+        ValueError: unknown keys, also in ``augment`` and in each ``datasets`` /
+            ``validation`` entry (the message lists the valid ones).
     """
+    if cfg is not None and not isinstance(cfg, Mapping):
+        raise ValueError(f"the data config must be a mapping, got {type(cfg).__name__}")
     cfg = dict(cfg or {})
     unknown = set(cfg) - set(DEFAULT_DATA_CONFIG)
     if unknown:
@@ -94,6 +101,13 @@ def data_config(cfg: Mapping | None = None) -> dict:
                          f"{sorted(DEFAULT_DATA_CONFIG)}")
     out = copy.deepcopy(DEFAULT_DATA_CONFIG)
     out.update(copy.deepcopy(cfg))
+    AugmentConfig.from_dict(out["augment"])
+    for section in ("datasets", "validation"):
+        for name, entry in (out[section] or {}).items():
+            bad = set(entry or {}) - set(SOURCE_KEYS)
+            if bad:
+                raise ValueError(f"unknown key(s) {sorted(bad)} in {section}.{name}; valid: "
+                                 f"{list(SOURCE_KEYS)}")
     return out
 
 

@@ -37,6 +37,7 @@ import yaml
 
 from zeusseg.datasets.registry import Sample
 from zeusseg.errors import InputError
+from zeusseg.training.augment import AugmentConfig
 from zeusseg.training.lora import DEFAULT_LORA_CONFIG, lora_config
 from zeusseg.training.preload import Source
 
@@ -147,6 +148,10 @@ def load_finetune_config(
     out["data"] = {**copy.deepcopy(SELECT_DEFAULTS), **copy.deepcopy(PASS_DEFAULTS), **data}
     out["lora"] = lora
     out["train"] = {**TRAIN_DEFAULTS, **(cfg.get("train") or {})}
+    try:
+        AugmentConfig.from_dict(out["data"]["augment"])
+    except (ValueError, TypeError) as err:
+        raise InputError(path, f"data.augment: {err}") from err
     kinds = [k for k in ("dataset", "folder", "coco") if out["data"][k]]
     if len(kinds) != 1:
         raise InputError(path, "data needs exactly one of 'dataset', 'folder' or 'coco'")

@@ -130,7 +130,6 @@ def finetune(
     tc = config["train"]
     torch.set_num_threads(int(tc["num_threads"]))
     out = Path(config["output_dir"])
-    out.mkdir(parents=True, exist_ok=True)
     acc = Accelerator(mixed_precision=tc["mixed_precision"],
                       gradient_accumulation_steps=int(tc["grad_accum"]))
     set_seed(int(config["seed"]))
@@ -140,6 +139,7 @@ def finetune(
     base_info = {"model": base_id, "sha256": base_fingerprint(base)}
     source = training_source(config)
     data = PromptedSegmentationDataset(dataset_config(config), sources=[source])
+    out.mkdir(parents=True, exist_ok=True)  # only now: bad data leaves no output folder
     input_scale = round(float(np.mean([r.factor for r in data.records])), 4)
     model = apply_lora(base, config["lora"])
     trainable, total = count_parameters(model)

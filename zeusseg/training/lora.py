@@ -296,13 +296,31 @@ def load_adapter(
         mine = model_id or getattr(model, "zeus_model_id", None) or "the given model"
         raise InputError(None, f"adapter {folder} was trained on base "
                          f"{meta.get('model')}/{meta['sha256'][:12]}, not {mine}/{digest[:12]}")
-    peft_model = PeftModel.from_pretrained(model, str(folder), is_trainable=is_trainable)
+    peft_model = _from_pretrained(PeftModel, model, Path(folder), is_trainable)
     if meta.get("input_scale") and getattr(model, "zeus_cfg", None) is not None:
         model._zeusseg_base_cfg = model.zeus_cfg  # put back by remove_adapter
         model.zeus_cfg = with_input_scale(model.zeus_cfg, float(meta["input_scale"]))
     _logger.info("applied adapter %s to %s; %s", folder, meta.get("model"),
                  trainable_summary(peft_model))
     return peft_model
+
+
+def _from_pretrained(peft_model_cls, model: nn.Module, folder: Path, is_trainable: bool):
+    """``PeftModel.from_pretrained`` with its errors turned into one-line InputErrors."""
+    weights, config = folder / ADAPTER_FILES[0], folder / ADAPTER_FILES[1]
+    try:
+        json.loads(config.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(config, f"not a valid adapter config ({err})") from err
+    try:
+        return peft_model_cls.from_pretrained(model, str(folder), is_trainable=is_trainable)
+    except RuntimeError as err:  # load_state_dict: shapes of another rank / architecture
+        lines = [ln.strip() for ln in str(err).splitlines() if "mismatch" in ln]
+        raise InputError(weights, "adapter does not fit the model: "
+                         f"{(lines or [str(err)])[0][:300]}") from err
+    except Exception as err:  # safetensors / peft raise many types on corrupt files
+        raise InputError(weights, f"corrupt or unreadable adapter ({type(err).__name__}: "
+                         f"{err})") from err
 
 
 def merge_adapter(peft_model) -> nn.Module:

@@ -73,6 +73,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> di
             (the message names the file and the key).
     """
     from zeusseg.errors import InputError
+    from zeusseg.training.data import data_config
 
     try:
         cfg = yaml.safe_load(Path(path).read_text()) or {}
@@ -96,6 +97,10 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> di
         raise InputError(
             path, f"unknown train key(s) {sorted(unknown)}; valid: {sorted(TRAIN_DEFAULTS)}"
         )
+    try:
+        data_config(cfg.get("data"))  # unknown data/augment/source keys fail before any work
+    except (ValueError, TypeError) as err:
+        raise InputError(path, f"data: {err}") from err
     cfg["train"] = {**TRAIN_DEFAULTS, **cfg.get("train", {})}
     cfg.setdefault("seed", 0)
     cfg.setdefault("model", "zeus-hybrid-s")
@@ -206,7 +211,7 @@ def train(
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    from zeusseg.build_zeus import build_zeus
+    from zeusseg.factory import build_zeus
     from zeusseg.modeling.text_embedder import PromptEmbedder
     from zeusseg.training.data import PromptedSegmentationDataset, ValidationSet
     from zeusseg.training.validate import validate
@@ -219,16 +224,19 @@ def train(
     else:
         torch.set_num_threads(int(tc["num_threads"]))
     out = Path(config["output_dir"])
-    out.mkdir(parents=True, exist_ok=True)
     acc = Accelerator(
         mixed_precision=tc["mixed_precision"], gradient_accumulation_steps=int(tc["grad_accum"])
     )
     set_seed(int(config["seed"]))
     model = build_zeus(config["model"], config.get("init_checkpoint"))
+    if getattr(model.fusion, "mode", "") == "none":  # text ignored: negatives would contradict
+        config["data"] = {**(config.get("data") or {}), "negative_prob": 0.0}
+        _logger.warning("fusion mode 'none' ignores the text: data.negative_prob forced to 0")
     embedder = embedder or PromptEmbedder(model.zeus_cfg.text_cfg.encoder)
     data = PromptedSegmentationDataset(config.get("data"))
     embedder.warm([t for texts in data.prompts.table.values() for t in texts])
     items = ValidationSet(config.get("data"), max_images=tc["val_max_images"])
+    out.mkdir(parents=True, exist_ok=True)  # only now: bad data leaves no output folder
     sampler = data.sampler(seed=int(config["seed"]))
     loader = torch.utils.data.DataLoader(
         data, batch_size=int(tc["batch_size"]), sampler=sampler, collate_fn=_collate,

@@ -217,7 +217,8 @@ def load_checkpoint(
 ) -> tuple[list[str], list[str]]:
     """Load ``.safetensors`` or a torch file (``weights_only``) into ``model``.
 
-    A ``module.`` prefix (DDP) is stripped; a torch file may hold ``{"model": state_dict}``.
+    A folder holding ``model.safetensors`` (a run's ``best/``) stands for that file. A
+    ``module.`` prefix (DDP) is stripped; a torch file may hold ``{"model": state_dict}``.
 
     Returns:
         (missing_keys, unexpected_keys).
@@ -230,8 +231,10 @@ def load_checkpoint(
     from zeusseg.errors import InputError
 
     path = Path(checkpoint)
+    if path.is_dir() and (path / "model.safetensors").is_file():
+        path = path / "model.safetensors"  # a run's best/ or an export folder
     if not path.is_file():
-        raise FileNotFoundError(str(path))
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
