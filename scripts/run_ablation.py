@@ -324,12 +324,12 @@ def plot(spec: dict[str, Any], summary: pd.DataFrame, path: Path) -> None:
     for i, r in enumerate(summary.to_dict("records")):
         means = [r[f"{k} mean"] for k, _ in cols]
         stds = [0.0 if math.isnan(r[f"{k} std"]) else r[f"{k} std"] for k, _ in cols]
-        ax.bar(x + (i - (n - 1) / 2) * width, means, width, yerr=stds, capsize=2,
-               label=r["variant"])
+        ax.bar(x + (i - (n - 1) / 2) * width, means, width, yerr=stds if any(stds) else None,
+               capsize=2, label=r["variant"])
     ax.set_xticks(x, [t for _, t in cols], rotation=30, ha="right", fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("score (image mean)")
-    ax.set_title(f"ablation: {spec.get('name', '')} (mean over seeds, bars: std)")
+    ax.set_title(f"ablation: {spec.get('name', '')} (mean over seeds; error bars: std)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
