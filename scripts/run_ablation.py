@@ -56,6 +56,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from zeusseg.config_file import read_config
 from zeusseg.errors import InputError
 
 _logger = logging.getLogger("run_ablation")
@@ -76,12 +77,7 @@ def load_spec(path: str | Path) -> dict[str, Any]:
     Raises:
         InputError: unreadable YAML, unknown keys, no variants or no evaluation set.
     """
-    try:
-        spec = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise InputError(path, f"cannot read ablation spec ({err})") from err
-    if not isinstance(spec, dict):
-        raise InputError(path, "ablation spec must be a YAML mapping")
+    spec = read_config(path, "ablation spec")
     unknown = set(spec) - SPEC_KEYS
     if unknown:
         raise InputError(path, f"unknown key(s) {sorted(unknown)}; valid: {sorted(SPEC_KEYS)}")

@@ -68,3 +68,16 @@ def disks_image(disks_labels: np.ndarray) -> np.ndarray:
     rng = np.random.default_rng(0)
     img = 30 + 150 * (disks_labels > 0) + rng.normal(0, 8, disks_labels.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (much faster than two on a shared, oversubscribed CPU;
+    needed for bit-identical results), restored afterwards. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

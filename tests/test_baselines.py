@@ -43,12 +43,7 @@ def synthetic_targets(h: int = 96, w: int = 128) -> dict[str, torch.Tensor]:
     return {"boxes": boxes, "labels": torch.tensor([1, 2, 1]), "masks": masks}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_tiny_cascade_forward_backward():

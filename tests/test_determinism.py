@@ -29,12 +29,7 @@ RUNS = {  # method -> extra CLI arguments
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _argv(method: str, out: Path) -> list[str]:

@@ -17,13 +17,7 @@ from .tiny_models import TINY_OPEN_CLIP, save_tiny_hf_clip
 TEXTS = ["Segment every RSV particle.", "cell nuclei", "Segment each bright round nucleus."]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: much faster than two on a shared, oversubscribed CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,8 +172,8 @@ def prepare_output(out: str | os.PathLike, paths: Sequence[Path]) -> Path:
 
 def check_unique_stems(paths: Sequence[Path]) -> None:
     """Raise InputError when two inputs share a file stem."""
-    stems = [Path(p).stem for p in paths]
-    dupes = {s for s in stems if stems.count(s) > 1}
+    counts = Counter(Path(p).stem for p in paths)  # linear: folders hold thousands of images
+    dupes = {stem for stem, n in counts.items() if n > 1}
     if dupes:
         raise InputError(paths[0].parent, f"several files share the name(s) {sorted(dupes)[:3]}")
 

@@ -211,17 +211,10 @@ def load_config(path: str | os.PathLike, overrides: dict | None = None) -> Basel
     Raises:
         InputError: missing file, invalid YAML, unknown section or key (names the file).
     """
-    import yaml
+    from zeusseg.config_file import read_config
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such config file (see configs/baseline/)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise InputError(path, f"invalid YAML ({err})") from err
-    if not isinstance(raw, dict):
-        raise InputError(path, "a config must be a mapping with model/data/train sections")
+    raw = read_config(path, "baseline config", " (see configs/baseline/)")
     for key, value in (overrides or {}).items():
         section, _, leaf = key.partition(".")
         raw.setdefault(section, {})[leaf] = value

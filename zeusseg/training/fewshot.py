@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from zeusseg.config_file import apply_overrides, read_config
 from zeusseg.datasets.registry import Sample
 from zeusseg.errors import InputError
 from zeusseg.training.augment import AugmentConfig
@@ -117,20 +117,7 @@ def load_finetune_config(
             section), bad LoRA settings, or a data section naming no or several sources.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such config file")
-    try:
-        cfg = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise InputError(path, f"not valid YAML ({' '.join(str(err).split())})") from err
-    if not isinstance(cfg, dict):
-        raise InputError(path, "a fine-tuning config must be a mapping")
-    for key, value in (overrides or {}).items():
-        node = cfg
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
+    cfg = apply_overrides(read_config(path, "fine-tuning config"), overrides)
     _check_keys(path, "", cfg, TOP_DEFAULTS)
     for section in ("data", "lora", "train"):
         if not isinstance(cfg.get(section, {}) or {}, dict):

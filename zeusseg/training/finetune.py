@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from zeusseg.training.losses import zeus_loss
 
@@ -281,15 +280,10 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     Raises:
         InputError: a bad config or a ``--set`` entry without ``=``.
     """
-    from zeusseg.errors import InputError
+    from zeusseg.config_file import parse_set_args
     from zeusseg.training.fewshot import load_finetune_config
 
-    overrides = {}
-    for item in args.set or []:
-        if "=" not in item:
-            raise InputError(None, f"--set expects KEY=VALUE, got '{item}'")
-        key, value = item.split("=", 1)
-        overrides[key] = yaml.safe_load(value)
+    overrides = parse_set_args(args.set)
     if args.output_dir:
         overrides["output_dir"] = args.output_dir
     return load_finetune_config(args.config, overrides)

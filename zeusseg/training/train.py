@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from zeusseg.training.losses import zeus_loss
 
@@ -72,21 +71,11 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> di
         InputError: unreadable YAML, an unknown top-level key or an unknown ``train`` key
             (the message names the file and the key).
     """
+    from zeusseg.config_file import apply_overrides, read_config
     from zeusseg.errors import InputError
     from zeusseg.training.data import data_config
 
-    try:
-        cfg = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise InputError(path, f"cannot read training config ({err})") from err
-    if not isinstance(cfg, dict):
-        raise InputError(path, "training config must be a YAML mapping")
-    for key, value in (overrides or {}).items():
-        node = cfg
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
+    cfg = apply_overrides(read_config(path, "training config"), overrides)
     unknown_top = set(cfg) - TOP_LEVEL_KEYS
     if unknown_top:
         raise InputError(
@@ -372,14 +361,11 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The config named by ``--config`` with ``--output-dir`` and ``--set`` applied.
 
     Raises:
-        ValueError: a ``--set`` entry without ``=``.
+        InputError: a ``--set`` entry without ``=``; a bad config file.
     """
-    overrides = {}
-    for item in args.set or []:
-        if "=" not in item:
-            raise ValueError(f"--set expects KEY=VALUE, got '{item}'")
-        key, value = item.split("=", 1)
-        overrides[key] = yaml.safe_load(value)
+    from zeusseg.config_file import parse_set_args
+
+    overrides = parse_set_args(args.set)
     if args.output_dir:
         overrides["output_dir"] = args.output_dir
     return load_config(args.config, overrides)

@@ -1,0 +1,67 @@
+"""YAML config files: read one as a mapping, apply dotted ``--set KEY=VALUE`` overrides.
+
+Shared by ``zeusseg train``, ``zeusseg finetune``, ``zeusseg baseline train`` and
+``scripts/run_ablation.py``, so every config command reports a bad file the same way: one line
+naming the file and the problem (``InputError``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from zeusseg.errors import InputError
+
+
+def read_config(path: str | os.PathLike, what: str, missing_hint: str = "") -> dict[str, Any]:
+    """Read a YAML file whose top level must be a mapping (an empty file gives ``{}``).
+
+    Args:
+        path: the YAML file.
+        what: what the file is, for messages ("training config").
+        missing_hint: appended to the "no such file" message (e.g. where configs live).
+
+    Raises:
+        InputError: a missing or unreadable file, invalid YAML, or a top level that is not a
+            mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, f"no such config file{missing_hint}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise InputError(path, f"cannot read {what} ({' '.join(str(err).split())})") from err
+    if not isinstance(data, dict):
+        raise InputError(path, f"{what} must be a YAML mapping")
+    return data
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Set each dotted ``section.key`` of ``overrides`` in ``cfg`` (in place; returns ``cfg``)."""
+    for key, value in (overrides or {}).items():
+        node = cfg
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return cfg
+
+
+def parse_set_args(items: Iterable[str] | None) -> dict[str, Any]:
+    """``["train.lr=1e-3", ...]`` -> ``{"train.lr": 0.001}`` (values parsed as YAML).
+
+    Raises:
+        InputError: an entry without ``=``.
+    """
+    overrides = {}
+    for item in items or []:
+        if "=" not in item:
+            raise InputError(None, f"--set expects KEY=VALUE, got '{item}'")
+        key, value = item.split("=", 1)
+        overrides[key] = yaml.safe_load(value)
+    return overrides
