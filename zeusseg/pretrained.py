@@ -90,6 +90,8 @@ def export_model(src: str | os.PathLike, dst: str | os.PathLike, *, fp16: bool =
                  extra: dict | None = None) -> Path:
     """Copy a trained model folder (``model.safetensors`` + ``config.json``) for bundling.
 
+    A class head in the folder (``class_head.safetensors`` + ``class_head.json``) is copied too.
+
     Floating-point tensors are stored as fp16 when ``fp16`` (loading casts them back to the
     model's dtype); ``extra`` entries are merged into ``config.json``.
 
@@ -115,5 +117,13 @@ def export_model(src: str | os.PathLike, dst: str | os.PathLike, *, fp16: bool =
     meta.update(extra or {})
     with atomic_path(dst / "config.json") as tmp:
         Path(tmp).write_text(json.dumps(meta, indent=2))
+    import shutil
+
+    from zeusseg.modeling.class_head import HEAD_CONFIG, HEAD_WEIGHTS
+
+    for name in (HEAD_WEIGHTS, HEAD_CONFIG):  # a class head travels with its model
+        if (src / name).is_file():
+            with atomic_path(dst / name) as tmp:
+                shutil.copyfile(src / name, tmp)
     _logger.info("exported %s -> %s (%s)", src, dst, torch.float16 if fp16 else torch.float32)
     return dst

@@ -73,6 +73,8 @@ class _Pass:
     n_found: int  # instances at the model scale (some may vanish in the resize back)
     diameter: float  # median equivalent diameter at the model scale, NaN without instances
     fg_share: float  # share of pixels with foreground probability > 0.5
+    factor: float  # the scale of this pass
+    whole: bool  # one encoder pass over the whole image (not tiled)
 
 
 def _run(predictor: ZeusPredictor, grey: np.ndarray, factor: float, prompts,
@@ -82,17 +84,17 @@ def _run(predictor: ZeusPredictor, grey: np.ndarray, factor: float, prompts,
 
     shape = scaled_shape(grey.shape, factor)
     if tiling is not None and max(shape) > tiling.tile_size:
-        return _run_tiled(predictor, grey, shape, prompts, tiling, **kw)
+        return _run_tiled(predictor, grey, shape, factor, prompts, tiling, **kw)
     small = resize_image(grey, shape) if shape != grey.shape else grey
     predictor.set_image(small)
     probs = predictor.predict(list(prompts))
     masks = _decode(probs, prompts, **kw)
     return _Pass(_restore(masks, grey.shape), len(masks), median_diameter(masks.labels),
-                 float((probs[:, 0] > 0.5).mean()))
+                 float((probs[:, 0] > 0.5).mean()), factor, True)
 
 
-def _run_tiled(predictor: ZeusPredictor, grey: np.ndarray, shape: tuple[int, int], prompts,
-               tiling: TilingConfig, **kw) -> _Pass:
+def _run_tiled(predictor: ZeusPredictor, grey: np.ndarray, shape: tuple[int, int],
+               factor: float, prompts, tiling: TilingConfig, **kw) -> _Pass:
     """``_run`` by overlapping windows of the scaled image (``zeusseg.tiling``)."""
     from zeusseg.tiling import scaled_window, segment_tiled
 
@@ -103,7 +105,25 @@ def _run_tiled(predictor: ZeusPredictor, grey: np.ndarray, shape: tuple[int, int
     res = segment_tiled(predict, shape, len(prompts), lambda p: _decode(p, prompts, **kw),
                         grey.shape, tiling)
     d = float(np.median(2.0 * np.sqrt(res.areas / np.pi))) if res.areas.size else float("nan")
-    return _Pass(res.masks, res.n_found, d, res.fg_share)
+    return _Pass(res.masks, res.n_found, d, res.fg_share, factor, False)
+
+
+def _classify(predictor: ZeusPredictor, grey: np.ndarray, run: _Pass, plan, head,
+              tiling: TilingConfig | None) -> InstanceMasks:
+    """Apply the class head to the instances of the final pass (``zeusseg.class_assignment``).
+
+    The head needs the encoder features of the whole image: an untiled pass still holds them;
+    after a tiled pass the image is encoded once more at the largest scale one window holds.
+    """
+    from zeusseg.class_assignment import apply_class_head
+    from zeusseg.training.scaling import resize_image, scaled_shape
+
+    shape = scaled_shape(grey.shape, run.factor)
+    if not run.whole and tiling is not None and max(shape) > tiling.tile_size:
+        shape = scaled_shape(grey.shape, run.factor * tiling.tile_size / max(shape))
+    if not run.whole or predictor.original_size != shape:
+        predictor.set_image(resize_image(grey, shape))
+    return apply_class_head(run.masks, plan, head, predictor.embedder, predictor.features, shape)
 
 
 def segment_image(
@@ -116,6 +136,7 @@ def segment_image(
     tile_size: int | None = DEFAULT_TILE_SIZE,
     tile_overlap: int = DEFAULT_TILE_OVERLAP,
     decode_block: int = DEFAULT_DECODE_BLOCK,
+    class_head=None,
     **decode_kwargs,
 ) -> InstanceMasks:
     """Segment one image with text prompts.
@@ -136,6 +157,9 @@ def segment_image(
         tile_size: window side in pixels at the model's scale; None or 0 = never tile.
         tile_overlap: minimum overlap of neighbouring windows, pixels at the model's scale.
         decode_block: maps larger than this (model-scale pixels) are decoded in blocks.
+        class_head: ``(InstanceClassHead, ClassHeadSpec)`` (``load_class_head``): prompts that
+            name one of its classes are answered by classifying the instances of its parent
+            prompt (``zeusseg.class_assignment``); None = dense maps decide every class.
         **decode_kwargs: passed to ``decode_instances`` / ``assign_classes``.
 
     Returns:
@@ -153,6 +177,13 @@ def segment_image(
     grey = image.grey()
     cap = math.sqrt(MAX_PIXELS / max(grey.size, 1)) if tiling is None else math.inf
     factor = min(factor, cap)
+    plan = None
+    if class_head is not None:
+        from zeusseg.class_assignment import plan_prompts
+
+        plan = plan_prompts(prompts, class_head[1], predictor.embedder)
+    if plan is not None:
+        prompts = list(plan.dense)
     run = _run(predictor, grey, factor, prompts, tiling, **decode_kwargs)
     if auto_scale and cfg is not None:
         target = cfg.input_cfg.target_diameter
@@ -165,7 +196,7 @@ def segment_image(
             # prompt is not "found" at a scale the model was never meant to see.)
             probe = _run(predictor, grey, factor * 2, prompts, tiling, **decode_kwargs)
             if probe.n_found > run.n_found:
-                run, factor = probe, factor * 2
+                run, factor = probe, probe.factor
             del probe
         if run.n_found >= MIN_FOR_SIZE and run.diameter > 0:
             new = float(np.clip(factor * target / run.diameter, MIN_SCALE, min(MAX_SCALE, cap)))
@@ -174,8 +205,11 @@ def segment_image(
                               image.name, factor, new, run.diameter)
                 run = None  # free the first pass's labels before the second
                 run = _run(predictor, grey, new, prompts, tiling, **decode_kwargs)
+    masks = run.masks
+    if plan is not None:
+        masks = _classify(predictor, grey, run, plan, class_head[0], tiling)
     predictor.reset_image()
-    return run.masks
+    return masks
 
 
 def build_zeus_segmenter(
@@ -184,6 +218,7 @@ def build_zeus_segmenter(
     adapter: str | None = None,
     texts_for: Callable[[MicroscopyImage], list[str]] | None = None,
     device: str | None = None,
+    use_class_head: bool = True,
     **kwargs,
 ) -> Callable[[MicroscopyImage], InstanceMasks]:
     """A function image -> InstanceMasks for ``zeusseg segment --method zeus``.
@@ -196,6 +231,8 @@ def build_zeus_segmenter(
         texts_for: image -> one text per prompt, e.g. per-image instructions; by default
             the prompts themselves are the texts.
         device: run the model there (e.g. ``cuda:1``; default: where it was loaded, the CPU).
+        use_class_head: use the model's class head when it has one (``class_head.*`` next to
+            its weights) for prompts that name its classes.
         **kwargs: passed to ``segment_image``.
 
     Raises:
@@ -213,9 +250,42 @@ def build_zeus_segmenter(
     if device is not None:
         net = net.to(device)
     predictor = ZeusPredictor(net)
+    if use_class_head:
+        kwargs["class_head"] = find_class_head(model or "zeus-default", net)
     if texts_for is None:
         return lambda image: segment_image(predictor, image, prompts, **kwargs)
     return lambda image: segment_image(predictor, image, texts_for(image), **kwargs)
+
+
+def find_class_head(model: str, net=None):
+    """``(InstanceClassHead, ClassHeadSpec)`` stored with trained model ``model``, or None.
+
+    Args:
+        model: as for ``load_zeus`` (a bundled name, a folder, or a ``.safetensors`` file).
+        net: the loaded model; its text encoder must be the one the head was trained with.
+
+    Raises:
+        InputError: the head's files are damaged or it expects another text encoder.
+    """
+    from pathlib import Path
+
+    from zeusseg.errors import InputError
+    from zeusseg.modeling.class_head import HEAD_CONFIG, load_class_head
+    from zeusseg.pretrained import is_pretrained, pretrained_paths
+
+    if is_pretrained(model):
+        folder = pretrained_paths(model)[1].parent
+    else:
+        p = Path(model)
+        folder = p if p.is_dir() else p.parent
+        if p.suffix != ".safetensors" and not p.is_dir():
+            return None  # an architecture name or a config: no trained head
+    found = load_class_head(folder)
+    cfg = getattr(net, "zeus_cfg", None)
+    if found is not None and cfg is not None and found[1].text_encoder != cfg.text_cfg.encoder:
+        raise InputError(folder / HEAD_CONFIG, f"class head expects text encoder "
+                         f"'{found[1].text_encoder}', the model uses '{cfg.text_cfg.encoder}'")
+    return found
 
 
 def load_zeus(model: str = "zeus-default"):

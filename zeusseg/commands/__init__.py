@@ -5,5 +5,6 @@ its module name to ``COMMANDS`` below (the order is the order in ``zeusseg --hel
 """
 
 COMMANDS = [
-    "segment", "evaluate", "instruct", "models", "baseline", "compare", "train", "finetune",
+    "segment", "evaluate", "instruct", "models", "baseline", "compare", "train",
+    "train_class_head", "finetune",
 ]

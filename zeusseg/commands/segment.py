@@ -56,6 +56,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "instruction written per image from measured facts (template) or by the LLM (llm); "
         "instructions are cached in OUT/instructions.jsonl (default: %(default)s)",
     )
+    mod.add_argument(
+        "--no-class-head", action="store_true",
+        help="answer class prompts (e.g. RSV, SARS-CoV-2, FLUAV) with the dense maps alone, "
+        "not with the model's instance class head (ablation; default: use it when present)",
+    )
     big = p.add_argument_group("Large images (zeus)")
     big.add_argument(
         "--tile-size", type=int, default=DEFAULT_TILE_SIZE, metavar="PX",
@@ -112,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
         overlays=not args.no_overlay,
         skip_existing=args.skip_existing,
         on_error=args.on_error,
-        segment_kwargs={"tile_size": args.tile_size or None, "tile_overlap": args.tile_overlap},
+        segment_kwargs={"tile_size": args.tile_size or None, "tile_overlap": args.tile_overlap,
+                        "use_class_head": not args.no_class_head},
     )
     n = len(report.done) + len(report.skipped_existing)
     print(f"segmented {n} image(s), {report.instances} new instance(s)")

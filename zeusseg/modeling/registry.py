@@ -79,6 +79,22 @@ for _name, (_arch, _hub) in _TIMM.items():
     )
 
 
+def _trained_description(name: str) -> str:
+    """The listing line of a trained model, naming the classes of its class head if any."""
+    import json
+
+    from zeusseg.modeling.class_head import HEAD_CONFIG
+    from zeusseg.pretrained import pretrained_paths
+
+    text = "trained Zeus model (see docs/model_card.md)"
+    try:
+        head = pretrained_paths(name)[1].parent / HEAD_CONFIG
+        classes = json.loads(head.read_text())["classes"] if head.is_file() else None
+    except Exception:  # noqa: BLE001 - a listing must not fail on a damaged file
+        return text
+    return f"{text}; class head: {', '.join(classes)}" if classes else text
+
+
 def _register_trained() -> None:
     from zeusseg.pretrained import list_pretrained, weights_present
 
@@ -95,7 +111,7 @@ def _register_trained() -> None:
             _build,
             default=name == "zeus-default",
             weights_present=lambda name=name: weights_present(name),
-            description="trained Zeus model (see docs/model_card.md)",
+            description=_trained_description(name),
             how_to_get="bundled with the zeusseg package (reinstall zeusseg)",
         )
 

@@ -27,6 +27,7 @@ class PromptEmbedder:
             encoder = get_text_encoder(encoder, random_init=random_init)
         self.encoder = encoder
         self._cache: dict[str, tuple[Tensor, Tensor]] = {}
+        self._sentences: dict[str, Tensor] = {}
 
     @property
     def dim(self) -> int:
@@ -44,6 +45,24 @@ class PromptEmbedder:
             n = int(m.sum())
             self._cache[t] = (emb.tokens[i, :n].clone(), m[:n].clone())
         _logger.debug("embedded %d new prompt texts (%d cached)", len(new), len(self._cache))
+
+    def sentences(self, texts: Sequence[str]) -> Tensor:
+        """Unit-length sentence embeddings (the encoder's pooled output), cached per text.
+
+        Args:
+            texts: B strings.
+
+        Returns:
+            (B, D) float32, each row of norm 1.
+        """
+        texts = list(texts)
+        new = sorted({t for t in texts if t not in self._sentences})
+        if new:
+            pooled = torch.nn.functional.normalize(self.encoder.encode(new).pooled.float(), dim=-1)
+            self._sentences.update(zip(new, pooled, strict=True))
+        if not texts:
+            return torch.zeros(0, int(self.encoder.pooled_dim))
+        return torch.stack([self._sentences[t] for t in texts])
 
     def __call__(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
         """Embed a batch.

@@ -85,6 +85,7 @@ class ZeusSession:
         self.adapter = adapter or ""
         self._embedder = embedder
         self._predictor = None
+        self._class_head = None  # (head, spec) of the model, loaded with the predictor
         self._prepared: tuple | None = None  # key of the image held for refinement
 
     def set_model(self, model: str, adapter: str | None = None) -> None:
@@ -100,7 +101,7 @@ class ZeusSession:
             import torch
 
             from zeusseg.predictor import ZeusPredictor
-            from zeusseg.zeus_segmenter import load_zeus
+            from zeusseg.zeus_segmenter import find_class_head, load_zeus
 
             torch.set_num_threads(max(1, torch.get_num_threads()))
             net = load_zeus(self.model)
@@ -109,6 +110,7 @@ class ZeusSession:
 
                 net = load_adapter(net, self.adapter, model_id=self.model)
             self._predictor = ZeusPredictor(net, embedder=self._embedder)
+            self._class_head = find_class_head(self.model, net)
             _logger.info("loaded %s%s", self.model,
                          f" + adapter {self.adapter}" if self.adapter else "")
         return self._predictor
@@ -140,7 +142,8 @@ class ZeusSession:
 
         t0 = time.perf_counter()
         instruction = instruction or self.instruction(image, prompt, mode)
-        masks = segment_image(self.predictor, image, [instruction.text])
+        masks = segment_image(self.predictor, image, [instruction.text],
+                              class_head=self._class_head)
         masks.class_names = {1: instruction.prompt}
         self._prepared = None  # segment_image left the predictor without an image
         return SegmentResult(masks, instruction, self.model, self.adapter,
