@@ -169,6 +169,30 @@ def read_coco(path: str | os.PathLike) -> CocoDataset:
     return CocoDataset(path=path, images=images, categories=categories, annotations=annotations)
 
 
+def _run_lengths(segment: np.ndarray, offset: int, total: int) -> list[int]:
+    """Uncompressed COCO RLE counts of a mask that is False outside ``segment``.
+
+    Args:
+        segment: (n,) bool, the mask's pixels ``offset .. offset + n`` in column-major order.
+        offset: pixels before the segment; ``total``: pixels in the image.
+
+    Returns:
+        Alternating run lengths, starting with a (possibly empty) run of zeros.
+    """
+    change = np.flatnonzero(segment[1:] != segment[:-1]) + 1
+    runs = np.diff(np.concatenate([[0], change, [segment.size]])).tolist()
+    if segment.size and segment[0]:
+        runs.insert(0, 0)
+    runs[0] += offset
+    tail = total - offset - segment.size
+    if len(runs) % 2 == 0:  # ends with ones: the rest of the image is a new zero run
+        if tail:
+            runs.append(tail)
+    else:
+        runs[-1] += tail
+    return [int(r) for r in runs]
+
+
 def masks_to_coco_annotations(masks: InstanceMasks, image_id: int, start_id: int = 1) -> list[dict]:
     """COCO annotation dicts (RLE ``segmentation``, XYWH ``bbox``, ``area``, ``score``)."""
     from pycocotools import mask as mask_utils
@@ -176,9 +200,12 @@ def masks_to_coco_annotations(masks: InstanceMasks, image_id: int, start_id: int
     out = []
     boxes = masks.boxes()
     areas = masks.areas()
+    h, w = masks.shape
+    columns = np.ascontiguousarray(masks.labels.T)  # row x = image column x: COCO's pixel order
     for k, inst in enumerate(masks.ids):
-        m = np.asfortranarray((masks.labels == inst).astype(np.uint8))
-        rle = mask_utils.encode(m)
+        x0, x1 = int(boxes[k][0]), int(boxes[k][0] + boxes[k][2])
+        runs = _run_lengths(columns[x0:x1].ravel() == inst, x0 * h, h * w)
+        rle = mask_utils.frPyObjects({"counts": runs, "size": [h, w]}, h, w)
         rle["counts"] = rle["counts"].decode("ascii")
         out.append(
             {
