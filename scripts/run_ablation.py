@@ -27,11 +27,11 @@ without either, ``segment_image`` runs at the model's scale with its auto-scale.
 
 Variant keys: ``model`` (architecture name), ``fusion`` (``late`` | ``early`` | ``none``: edits
 the model config; ``early`` inserts its layers after evenly spaced encoder blocks),
-``instruction_mode`` (``name``: every prompt is its canonical class name; ``phrasings``: the
-default prompt table), ``set`` (any dotted training-config keys), ``description``.
-``instruction_mode: template | llm`` and ``lora: true`` are refused: the training config has no
-text-source or LoRA option yet (``training.data`` takes a ``text_provider`` only from Python;
-LoRA exists only in ``zeusseg finetune``).
+``instruction_mode`` (``data.instruction_mode``: ``phrasings``, the default prompt table;
+``name``: every prompt is its canonical class name; ``template`` / ``llm``: the Zeus
+instruction of each image, also read at scoring time; ``zeusseg.training.instruction_texts``),
+``set`` (any dotted training-config keys), ``description``. ``lora: true`` is refused: LoRA
+exists only in ``zeusseg finetune``, on a trained base.
 
 Each (variant, seed) trains through ``zeusseg.training.train.train`` into
 ``<output_dir>/<variant>/seed_<s>/train`` (interrupted runs resume from their checkpoints with
@@ -133,13 +133,13 @@ def variant_overrides(name: str, variant: dict[str, Any]) -> dict[str, Any]:
     if "model" in v or "fusion" in v:
         out["model"] = _model_config(v.get("model", "zeus-hybrid-s"), v.get("fusion"))
     mode = v.get("instruction_mode")
-    if mode == "name":
-        from zeusseg.training.prompts import DEFAULT_PROMPTS
+    if mode is not None:
+        from zeusseg.training.instruction_texts import MODES
 
-        out["data.prompts"] = {k: [k] for k in DEFAULT_PROMPTS}
-    elif mode not in (None, "phrasings"):
-        raise ValueError(f"variant '{name}': instruction_mode '{mode}' cannot be expressed in a "
-                         "training config yet (valid: name, phrasings)")
+        if mode not in MODES:
+            raise ValueError(f"variant '{name}': unknown instruction_mode '{mode}' "
+                             f"(valid: {', '.join(MODES)})")
+        out["data.instruction_mode"] = mode
     out.update(v.get("set") or {})
     return out
 
@@ -176,8 +176,13 @@ def _scale_kwargs(e: dict[str, Any], masks) -> dict[str, Any]:
     return {}
 
 
-def score_model(model, spec: dict[str, Any], embedder=None) -> dict[str, Any]:
+def score_model(model, spec: dict[str, Any], embedder=None, instruction_mode: str | None = None,
+                instruction_cache=None) -> dict[str, Any]:
     """Segment every evaluation set with its prompt and score it.
+
+    With ``instruction_mode`` ``template`` or ``llm`` (a variant trained on instructions) the
+    model reads the instruction made for each evaluation image and prompt, as
+    ``zeusseg segment --instruction-mode`` does; otherwise the prompt itself.
 
     Returns:
         ``{"<set>/<metric>": {"image_mean": float, "pooled": float}, "<set>/seconds": float,
@@ -189,13 +194,16 @@ def score_model(model, spec: dict[str, Any], embedder=None) -> dict[str, Any]:
     from zeusseg.zeus_segmenter import segment_image
 
     predictor = ZeusPredictor(model.eval(), embedder)
+    texts = _texts_for(instruction_mode, instruction_cache)
     out: dict[str, Any] = {}
     for key, e in spec["evaluation"].items():
         t0 = time.time()
         samples = _eval_samples(key, e, spec.get("data_root"))
-        preds = {s.name: segment_image(predictor, read_image(s.image_path), [e["prompt"]],
-                                       **{**spec["segment"], **_scale_kwargs(e, s.masks)})
-                 for s in samples}
+        preds = {}
+        for s in samples:
+            image = read_image(s.image_path)
+            preds[s.name] = segment_image(predictor, image, texts(image, e["prompt"]),
+                                          **{**spec["segment"], **_scale_kwargs(e, s.masks)})
         res = evaluate_masks(preds, {s.name: s.masks for s in samples}, thresholds=(0.5,))
         for m in METRIC_NAMES:
             out[f"{key}/{m}"] = {"image_mean": res.metric(m, "image_mean"),
@@ -204,6 +212,16 @@ def score_model(model, spec: dict[str, Any], embedder=None) -> dict[str, Any]:
         out[f"{key}/per_image"] = per[list(METRIC_NAMES)].round(5).to_dict("index")
         out[f"{key}/seconds"] = round(time.time() - t0, 1)
     return out
+
+
+def _texts_for(mode: str | None, cache_path):
+    """(image, prompt) -> the texts the model reads: the prompt, or its instruction."""
+    if mode not in ("template", "llm"):
+        return lambda image, prompt: [prompt]
+    from zeusseg.instructions import InstructionCache, make_instruction
+
+    cache = InstructionCache(cache_path) if cache_path else None
+    return lambda image, prompt: [make_instruction(image, prompt, mode, cache=cache).text]
 
 
 def run_one(spec: dict[str, Any], name: str, seed: int, embedder=None) -> dict[str, Any]:
@@ -239,7 +257,9 @@ def run_one(spec: dict[str, Any], name: str, seed: int, embedder=None) -> dict[s
         "variant": name, "seed": int(seed),
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "train_min": round(float(state["seconds"]) / 60, 2), "steps": int(state["step"]),
-        "checkpoint": str(last), "scores": score_model(model, spec, embedder),
+        "checkpoint": str(last),
+        "scores": score_model(model, spec, embedder, cfg["data"].get("instruction_mode"),
+                              folder / "instructions-eval.jsonl"),
         "model_cfg": model.zeus_cfg.to_dict(), "train_config": cfg,
     }
     write_text_atomic(done, json.dumps(rec, indent=2, default=str))

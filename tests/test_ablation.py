@@ -9,6 +9,7 @@ import logging
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -108,12 +109,20 @@ def test_variant_axes(monkeypatch):
     assert early["model"]["fusion_cfg"]["insert_after"] == [1, 3]
     none = mod.variant_overrides("n", {"model": "zeus-tiny", "fusion": "none"})
     assert build_zeus(none["model"]).fusion.mode == "none"
-    names = mod.variant_overrides("n", {"instruction_mode": "name"})["data.prompts"]
-    assert names["virus particles"] == ["virus particles"]
+    for mode in ("name", "phrasings", "template", "llm"):
+        got = mod.variant_overrides("m", {"instruction_mode": mode})
+        assert got == {"data.instruction_mode": mode}
     with pytest.raises(ValueError, match="lora"):
         mod.variant_overrides("l", {"lora": True})
-    with pytest.raises(ValueError, match="instruction_mode 'llm'"):
-        mod.variant_overrides("l", {"instruction_mode": "llm"})
+    with pytest.raises(ValueError, match="unknown instruction_mode 'vlm'"):
+        mod.variant_overrides("l", {"instruction_mode": "vlm"})
+    texts = mod._texts_for("template", None)
+    from zeusseg.structures import MicroscopyImage
+
+    image = MicroscopyImage(np.random.default_rng(0).random((64, 64), dtype=np.float32))
+    assert mod._texts_for("name", None)(image, "RSV") == ["RSV"]
+    (instruction,) = texts(image, "RSV")
+    assert "RSV" in instruction and len(instruction.split()) > 5
 
 
 def test_bad_spec_is_rejected(tmp_path):

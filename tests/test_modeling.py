@@ -197,6 +197,40 @@ def test_timm_encoder_from_tiny_checkpoint(tmp_path):
         TimmImageEncoder(checkpoint=None, timm_kwargs=kw)
 
 
+def test_timm_cnn_encoder_from_tiny_checkpoint(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    from zeusseg.modeling.timm_cnn_encoder import TimmCNNEncoder
+
+    kw = dict(channels=(8, 16, 24, 32), stem_width=8)
+    torch.manual_seed(3)
+    ref = timm.create_model("resnet18", features_only=True, out_indices=(0, 1, 2, 3),
+                            in_chans=1, **kw)
+    save_file(ref.state_dict(), str(tmp_path / "r.safetensors"))
+    enc = TimmCNNEncoder(model_name="resnet18", checkpoint=tmp_path / "r.safetensors",
+                         embed_dim=32, stem_channels=(4, 8, 12), timm_kwargs=kw)
+    assert torch.equal(enc.cnn.conv1.weight, ref.conv1.weight)
+    f = enc(torch.randn(2, 1, 64, 96))
+    assert f.tokens.shape == (2, 4 * 6, 32) and f.grid == (4, 6) and f.stride == 16
+    assert [tuple(s.shape[1:]) for s in f.skips] == [(4, 32, 48), (8, 16, 24), (12, 8, 12)]
+    with pytest.raises(WeightsNotFoundError):
+        TimmCNNEncoder(checkpoint=None, timm_kwargs=kw)
+
+
+def test_resnet_zeus_config_trains_end_to_end():
+    """The ablation's CNN row (model_configs/zeus-resnet18-half.json): similar size, gradients."""
+    model = build_zeus("zeus-resnet18-half")
+    n_enc = sum(p.numel() for p in model.image_encoder.parameters())
+    assert 0.5e6 < n_enc < 1.5e6  # the own ViT encoder of zeus-hybrid-s has 0.98 M
+    x = torch.rand(2, 1, 64, 64)
+    text, mask = torch.randn(2, 3, 384), torch.ones(2, 3, dtype=torch.bool)
+    out = model(x, text, mask)
+    assert out.shape == (2, 3, 64, 64)
+    out.mean().backward()
+    assert model.image_encoder.cnn.conv1.weight.grad.abs().sum() > 0
+
+
 def test_public_build_zeus_is_the_function_after_submodule_imports():
     import zeusseg.factory  # noqa: F401  (used to shadow the lazy export when it shared its name)
     import zeusseg.predictor  # noqa: F401

@@ -53,6 +53,29 @@ def test_segment_image_returns_original_size():
     assert not pred.is_image_set
 
 
+def test_tta_averages_the_maps_of_the_four_flips():
+    from zeusseg.zeus_segmenter import _predict
+
+    pred = _predictor()
+    image = np.random.default_rng(2).random((40, 56), dtype=np.float32)
+    views = []
+    for fy, fx in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        view = image[::-1] if fy else image
+        pred.set_image(np.ascontiguousarray(view[:, ::-1] if fx else view))
+        p = pred.predict(["cell nuclei"])
+        p = p[..., ::-1, :] if fy else p
+        views.append(p[..., ::-1] if fx else p)
+    tta = _predict(pred, image, ["cell nuclei"], tta=True)
+    np.testing.assert_allclose(tta, np.mean(views, axis=0), atol=1e-6)
+    assert not np.allclose(tta, views[0], atol=1e-3)  # the flips do change the maps
+    np.testing.assert_allclose(_predict(pred, image, ["cell nuclei"], tta=False), views[0],
+                               atol=1e-6)
+    # the predictor ends on the identity view (the class head reuses its features)
+    np.testing.assert_allclose(pred.predict(["cell nuclei"]), views[0], atol=1e-6)
+    masks = segment_image(pred, MicroscopyImage(image), ["cell nuclei"], scale=1.0, tta=True)
+    assert masks.shape == (40, 56)
+
+
 @pytest.fixture(scope="module")
 def bundled_predictor():
     """The bundled model with its real MiniLM text encoder, loaded once for the module."""

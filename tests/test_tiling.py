@@ -251,6 +251,9 @@ def test_cli_passes_tile_options_to_the_zeus_segmenter(tmp_path, monkeypatch):
     assert main([*args, "--tile-size", "0"]) == 0
     assert seen["tile_size"] is None  # 0 = never tile
     assert main([*args, "--tile-size", "64", "--tile-overlap", "64"]) == 2  # InputError
+    assert seen["tta"] is False and seen["use_class_head"] is True  # the defaults
+    assert main([*args, "--tta", "--no-class-head"]) == 0
+    assert seen["tta"] is True and seen["use_class_head"] is False
 
 
 def _pooled_ap50(truths, preds) -> float:

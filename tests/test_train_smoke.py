@@ -56,6 +56,19 @@ def test_smoke_config_trains_saves_and_resumes(tmp_path, monkeypatch):
     assert [p.name for p in _checkpoints(out)] == ["step_3", "step_5"]
 
 
+def test_training_on_template_instructions_caches_them_in_the_run(tmp_path, monkeypatch):
+    """data.instruction_mode template: the model reads per-image instructions while training."""
+    monkeypatch.chdir(__import__("pathlib").Path(__file__).resolve().parents[1])
+    cfg = _config(tmp_path, steps=2)
+    cfg["data"] = {**cfg["data"], "instruction_mode": "template", "instruction_prob": 1.0}
+    embedder = fake_embedder()
+    train(cfg, embedder=embedder)
+    cache = tmp_path / "run" / "instructions.jsonl"
+    lines = [json.loads(line) for line in cache.read_text().splitlines()]
+    assert lines and all(r["mode"] == "template" for r in lines)
+    embedded = set(embedder._cache)  # every text the model read was embedded once
+    assert {r["text"] for r in lines} & embedded
+
 def test_bad_train_key_is_rejected(tmp_path):
     with pytest.raises(ValueError, match=r"smoke.yaml: unknown train key\(s\) \['bogus'\]"):
         load_config("configs/zeroshot/smoke.yaml", {"train.bogus": 1})

@@ -217,3 +217,36 @@ def test_real_visn_and_dsb():
     assert drawn["visn-train"] > 10 and drawn["dsb-train"] > 10
     val = ValidationSet(cfg, max_images=2)
     assert len(val) == 4 and val[0].image.shape[1] % 32 == 0 and val[0].image.shape[2] % 32 == 0
+
+
+def test_instruction_modes_give_names_or_per_image_instructions(two_domain_config, tmp_path):
+    torch.manual_seed(0)
+    names = PromptedSegmentationDataset({**two_domain_config, "instruction_mode": "name"})
+    texts = {names[i % len(names)]["text"] for i in range(40)}
+    assert texts == {"cell nuclei", "virus particles"}
+    cache = tmp_path / "instructions.jsonl"
+    ds = PromptedSegmentationDataset({**two_domain_config, "instruction_mode": "template",
+                                      "instruction_prob": 1.0, "instruction_cache": str(cache)})
+    items = [ds[i % len(ds)] for i in range(30)]
+    for item in items:  # every text is the template instruction of the whole image
+        assert item["text"].startswith("Segment") and len(item["text"].split()) > 8
+    by_image = {}
+    for rec in ds.records:
+        text = ds.text_provider.instruction("cell nuclei", rec.name)
+        by_image.setdefault(rec.source, set()).add(text)
+    assert len(by_image["toy-nuclei"]) > 1  # measured per image: the texts differ
+    assert cache.is_file() and len(cache.read_text().splitlines()) >= len(ds.records)
+    again = PromptedSegmentationDataset({**two_domain_config, "instruction_mode": "template",
+                                         "instruction_prob": 1.0,
+                                         "instruction_cache": str(cache)})
+    rec = again.records[0]
+    assert again.text_provider.instruction("cell nuclei", rec.name) == \
+        ds.text_provider.instruction("cell nuclei", rec.name)
+    mixed = PromptedSegmentationDataset({**two_domain_config, "instruction_mode": "template",
+                                         "instruction_prob": 0.0})
+    phrasings = {t for ts in mixed.prompts.table.values() for t in ts}
+    assert all(mixed[i % len(mixed)]["text"] in phrasings for i in range(20))
+    with pytest.raises(ValueError, match="instruction_mode 'vlm'"):
+        data_config({"instruction_mode": "vlm"})
+    with pytest.raises(ValueError, match="instruction_prob"):
+        data_config({"instruction_prob": 2})

@@ -33,7 +33,7 @@ _MODEL_CONFIGS: dict[str, dict[str, Any]] = {}
 
 @dataclass(frozen=True)
 class ZeusVisionCfg:
-    """Image encoder settings (``type``: ``hybrid`` | ``sam`` | ``timm``)."""
+    """Image encoder settings (``type``: ``hybrid`` | ``sam`` | ``timm`` (ViT) | ``timm_cnn``)."""
 
     type: str = "hybrid"
     stem_channels: tuple[int, ...] = (32, 64, 96)
@@ -48,6 +48,7 @@ class ZeusVisionCfg:
     img_size: int = 224
     freeze: bool = True
     random_init: bool = False
+    timm_kwargs: dict | None = None  # extra timm.create_model arguments (timm, timm_cnn)
 
 
 @dataclass(frozen=True)
@@ -181,9 +182,18 @@ def _build_image_encoder(cfg: ZeusCfg) -> torch.nn.Module:
         return TimmImageEncoder(
             model_name=v.model_name, checkpoint=v.checkpoint, img_size=v.img_size,
             embed_dim=cfg.embed_dim, stem_channels=v.stem_channels, freeze=v.freeze,
-            random_init=v.random_init,
+            random_init=v.random_init, timm_kwargs=v.timm_kwargs,
         )
-    raise ValueError(f"vision_cfg.type must be one of hybrid, sam, timm; got '{v.type}'")
+    if v.type == "timm_cnn":
+        from zeusseg.modeling.timm_cnn_encoder import TimmCNNEncoder
+
+        return TimmCNNEncoder(
+            model_name=v.model_name, checkpoint=v.checkpoint, embed_dim=cfg.embed_dim,
+            stem_channels=v.stem_channels, freeze=v.freeze, random_init=v.random_init,
+            timm_kwargs=v.timm_kwargs,
+        )
+    raise ValueError(
+        f"vision_cfg.type must be one of hybrid, sam, timm, timm_cnn; got '{v.type}'")
 
 
 def _build_zeus(cfg: ZeusCfg | dict[str, Any], checkpoint: str | os.PathLike | None = None) -> Zeus:

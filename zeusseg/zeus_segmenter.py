@@ -77,30 +77,49 @@ class _Pass:
     whole: bool  # one encoder pass over the whole image (not tiled)
 
 
+FLIPS = ((True, True), (True, False), (False, True), (False, False))
+"""Test-time augmentation: (flip rows, flip columns); identity last, so the predictor ends up
+holding the features of the image itself (the class head reuses them)."""
+
+
+def _predict(predictor: ZeusPredictor, image: np.ndarray, prompts, tta: bool) -> np.ndarray:
+    """(P, 3, H, W) probabilities of ``image``; with ``tta`` the mean over its 4 flips."""
+    if not tta:
+        predictor.set_image(image)
+        return predictor.predict(list(prompts))
+    total = None
+    for fy, fx in FLIPS:
+        view = image[::-1] if fy else image
+        predictor.set_image(np.ascontiguousarray(view[:, ::-1] if fx else view))
+        probs = predictor.predict(list(prompts))
+        probs = probs[..., ::-1, :] if fy else probs
+        probs = probs[..., ::-1] if fx else probs
+        total = probs if total is None else total + probs
+    return np.ascontiguousarray(total / len(FLIPS), dtype=np.float32)
+
+
 def _run(predictor: ZeusPredictor, grey: np.ndarray, factor: float, prompts,
-         tiling: TilingConfig | None, **kw) -> _Pass:
+         tiling: TilingConfig | None, tta: bool = False, **kw) -> _Pass:
     """Instances at scale ``factor``; tiled when the scaled image exceeds the tile size."""
     from zeusseg.training.scaling import median_diameter, resize_image, scaled_shape
 
     shape = scaled_shape(grey.shape, factor)
     if tiling is not None and max(shape) > tiling.tile_size:
-        return _run_tiled(predictor, grey, shape, factor, prompts, tiling, **kw)
+        return _run_tiled(predictor, grey, shape, factor, prompts, tiling, tta, **kw)
     small = resize_image(grey, shape) if shape != grey.shape else grey
-    predictor.set_image(small)
-    probs = predictor.predict(list(prompts))
+    probs = _predict(predictor, small, prompts, tta)
     masks = _decode(probs, prompts, **kw)
     return _Pass(_restore(masks, grey.shape), len(masks), median_diameter(masks.labels),
                  float((probs[:, 0] > 0.5).mean()), factor, True)
 
 
 def _run_tiled(predictor: ZeusPredictor, grey: np.ndarray, shape: tuple[int, int],
-               factor: float, prompts, tiling: TilingConfig, **kw) -> _Pass:
+               factor: float, prompts, tiling: TilingConfig, tta: bool = False, **kw) -> _Pass:
     """``_run`` by overlapping windows of the scaled image (``zeusseg.tiling``)."""
     from zeusseg.tiling import scaled_window, segment_tiled
 
-    def predict(window):  # one encoder pass per window, all prompts
-        predictor.set_image(scaled_window(grey, shape, window))
-        return predictor.predict(list(prompts))
+    def predict(window):  # one encoder pass per window (4 with tta), all prompts
+        return _predict(predictor, scaled_window(grey, shape, window), prompts, tta)
 
     res = segment_tiled(predict, shape, len(prompts), lambda p: _decode(p, prompts, **kw),
                         grey.shape, tiling)
@@ -137,6 +156,7 @@ def segment_image(
     tile_overlap: int = DEFAULT_TILE_OVERLAP,
     decode_block: int = DEFAULT_DECODE_BLOCK,
     class_head=None,
+    tta: bool = False,
     **decode_kwargs,
 ) -> InstanceMasks:
     """Segment one image with text prompts.
@@ -160,6 +180,8 @@ def segment_image(
         class_head: ``(InstanceClassHead, ClassHeadSpec)`` (``load_class_head``): prompts that
             name one of its classes are answered by classifying the instances of its parent
             prompt (``zeusseg.class_assignment``); None = dense maps decide every class.
+        tta: test-time augmentation: average the maps over the 4 flips of the image (4x the
+            encoder and decoder time).
         **decode_kwargs: passed to ``decode_instances`` / ``assign_classes``.
 
     Returns:
@@ -184,7 +206,7 @@ def segment_image(
         plan = plan_prompts(prompts, class_head[1], predictor.embedder)
     if plan is not None:
         prompts = list(plan.dense)
-    run = _run(predictor, grey, factor, prompts, tiling, **decode_kwargs)
+    run = _run(predictor, grey, factor, prompts, tiling, tta, **decode_kwargs)
     if auto_scale and cfg is not None:
         target = cfg.input_cfg.target_diameter
         if (run.n_found < MIN_FOR_SIZE and run.fg_share >= MIN_FG_SHARE
@@ -194,7 +216,7 @@ def segment_image(
             # one or two virus particles then gained false positives at twice the scale.)
             # (No foreground at all means the prompt matches nothing: no probe, so a wrong
             # prompt is not "found" at a scale the model was never meant to see.)
-            probe = _run(predictor, grey, factor * 2, prompts, tiling, **decode_kwargs)
+            probe = _run(predictor, grey, factor * 2, prompts, tiling, tta, **decode_kwargs)
             if probe.n_found > run.n_found:
                 run, factor = probe, probe.factor
             del probe
@@ -204,7 +226,7 @@ def segment_image(
                 _logger.debug("%s: rescaling %.3f -> %.3f (median diameter %.1f px)",
                               image.name, factor, new, run.diameter)
                 run = None  # free the first pass's labels before the second
-                run = _run(predictor, grey, new, prompts, tiling, **decode_kwargs)
+                run = _run(predictor, grey, new, prompts, tiling, tta, **decode_kwargs)
     masks = run.masks
     if plan is not None:
         masks = _classify(predictor, grey, run, plan, class_head[0], tiling)

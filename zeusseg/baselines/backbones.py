@@ -17,6 +17,7 @@ from torch import nn
 
 from zeusseg.baselines.config import BackboneCfg
 from zeusseg.errors import InputError, WeightsNotFoundError
+from zeusseg.modeling.common import LayerNorm2d  # the same 2-D LayerNorm as the Zeus modules
 
 _logger = logging.getLogger(__name__)
 
@@ -45,22 +46,6 @@ def _check_weights(cfg: BackboneCfg, how_to: str) -> Path | None:
     if not path.is_file():
         raise WeightsNotFoundError(cfg.name, [str(path)], how_to)
     return path
-
-
-class LayerNorm2d(nn.Module):
-    """LayerNorm over the channels of a ``(B, C, H, W)`` map (as in ViTDet / SAM)."""
-
-    def __init__(self, channels: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u = x.mean(1, keepdim=True)
-        s = (x - u).pow(2).mean(1, keepdim=True)
-        x = (x - u) / torch.sqrt(s + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
 
 
 def _scale_block(dim: int, scale: float) -> tuple[nn.Module, int]:

@@ -61,6 +61,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="answer class prompts (e.g. RSV, SARS-CoV-2, FLUAV) with the dense maps alone, "
         "not with the model's instance class head (ablation; default: use it when present)",
     )
+    mod.add_argument(
+        "--tta", action="store_true",
+        help="test-time augmentation: average the model's maps over the 4 flips of each image "
+        "(4x slower; docs/BENCHMARKS.md has its effect on each dataset)",
+    )
     big = p.add_argument_group("Large images (zeus)")
     big.add_argument(
         "--tile-size", type=int, default=DEFAULT_TILE_SIZE, metavar="PX",
@@ -118,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         skip_existing=args.skip_existing,
         on_error=args.on_error,
         segment_kwargs={"tile_size": args.tile_size or None, "tile_overlap": args.tile_overlap,
-                        "use_class_head": not args.no_class_head},
+                        "use_class_head": not args.no_class_head, "tta": args.tta},
     )
     n = len(report.done) + len(report.skipped_existing)
     print(f"segmented {n} image(s), {report.instances} new instance(s)")

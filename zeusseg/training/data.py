@@ -17,6 +17,9 @@ Data config (the ``data`` section of a training config; every key is optional)::
     samples_per_epoch: 2000
     prompts: {RSV: [...]}     # merged over zeusseg.training.prompts.DEFAULT_PROMPTS
     negative_texts: []        # extra canonical names that are never present
+    instruction_mode: phrasings   # phrasings | name | template | llm (training.instruction_texts)
+    instruction_prob: 0.5     # template / llm: share of items whose text is the instruction
+    instruction_cache: null   # template / llm: instruction-cache JSONL (read and appended)
     augment: {...}            # zeusseg.training.augment.AugmentConfig
     max_images: null          # cap per source (smoke runs)
     preload_workers: 2
@@ -46,6 +49,7 @@ from zeusseg.training.augment import (
     augment_intensity,
     cutout,
 )
+from zeusseg.training.instruction_texts import InstructionTexts, check_mode
 from zeusseg.training.preload import PreloadedImage, Source, open_source, preload_source
 from zeusseg.training.prompts import PromptTable, TextProvider
 from zeusseg.training.sampling import BalancedSampler, image_weights
@@ -74,6 +78,9 @@ DEFAULT_DATA_CONFIG: dict = {
     "samples_per_epoch": 2000,
     "prompts": {},
     "negative_texts": [],
+    "instruction_mode": "phrasings",
+    "instruction_prob": 0.5,
+    "instruction_cache": None,
     "augment": {},
     "max_images": None,
     "preload_workers": 2,
@@ -102,6 +109,7 @@ def data_config(cfg: Mapping | None = None) -> dict:
     out = copy.deepcopy(DEFAULT_DATA_CONFIG)
     out.update(copy.deepcopy(cfg))
     AugmentConfig.from_dict(out["augment"])
+    check_mode(out["instruction_mode"], out["instruction_prob"])
     for section in ("datasets", "validation"):
         for name, entry in (out[section] or {}).items():
             bad = set(entry or {}) - set(SOURCE_KEYS)
@@ -156,6 +164,14 @@ class PromptedSegmentationDataset(Dataset):
         self.object_crop_prob = float(cfg["object_crop_prob"])
         self.augment = AugmentConfig.from_dict(cfg["augment"]) if augment else AugmentConfig.off()
         self.prompts = PromptTable(cfg["prompts"])
+        mode = cfg["instruction_mode"]
+        if mode == "name":
+            self.prompts = PromptTable({k: [k] for k in self.prompts.table}, replace=True)
+        if text_provider is None and mode in ("template", "llm"):
+            paths = {r.name: _image_path(self.sources[r.source].samples, r.name)
+                     for r in self.records}
+            text_provider = InstructionTexts(paths, self.prompts, mode,
+                                             cfg["instruction_prob"], cfg["instruction_cache"])
         self.text_provider = text_provider
         extra = [str(t) for t in cfg["negative_texts"]]
         self._foreign = {
@@ -260,6 +276,13 @@ class PromptedSegmentationDataset(Dataset):
             "dataset": rec.source,
             "class_name": name,
         }
+
+
+def _image_path(samples, name: str):
+    """Path of sample ``name`` without reading its masks (registry datasets are lazy)."""
+    if hasattr(samples, "image_path"):
+        return samples.image_path(name)
+    return next(smp.image_path for smp in samples if smp.name == name)
 
 
 def _crop_reflect(arr: np.ndarray, top: int, left: int, side: int) -> np.ndarray:

@@ -222,7 +222,10 @@ def train(
         config["data"] = {**(config.get("data") or {}), "negative_prob": 0.0}
         _logger.warning("fusion mode 'none' ignores the text: data.negative_prob forced to 0")
     embedder = embedder or PromptEmbedder(model.zeus_cfg.text_cfg.encoder)
-    data = PromptedSegmentationDataset(config.get("data"))
+    dcfg = dict(config.get("data") or {})
+    if dcfg.get("instruction_mode") in ("template", "llm") and not dcfg.get("instruction_cache"):
+        dcfg["instruction_cache"] = str(out / "instructions.jsonl")  # made on first use
+    data = PromptedSegmentationDataset(dcfg)
     embedder.warm([t for texts in data.prompts.table.values() for t in texts])
     items = ValidationSet(config.get("data"), max_images=tc["val_max_images"])
     out.mkdir(parents=True, exist_ok=True)  # only now: bad data leaves no output folder
