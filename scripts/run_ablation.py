@@ -30,8 +30,9 @@ the model config; ``early`` inserts its layers after evenly spaced encoder block
 ``instruction_mode`` (``data.instruction_mode``: ``phrasings``, the default prompt table;
 ``name``: every prompt is its canonical class name; ``template`` / ``llm``: the Zeus
 instruction of each image, also read at scoring time; ``zeusseg.training.instruction_texts``),
-``set`` (any dotted training-config keys), ``description``. ``lora: true`` is refused: LoRA
-exists only in ``zeusseg finetune``, on a trained base.
+``lora`` (``true`` or LoRA settings: train adapters only on the frozen ``init_checkpoint``
+model; set one with ``set: {init_checkpoint: ...}``), ``set`` (any dotted training-config
+keys), ``description``.
 
 Each (variant, seed) trains through ``zeusseg.training.train.train`` into
 ``<output_dir>/<variant>/seed_<s>/train`` (interrupted runs resume from their checkpoints with
@@ -126,10 +127,9 @@ def variant_overrides(name: str, variant: dict[str, Any]) -> dict[str, Any]:
         ValueError: an axis the training config cannot express (LoRA, generated texts).
     """
     v = dict(variant or {})
-    if v.get("lora"):
-        raise ValueError(f"variant '{name}': lora is not a training-config option yet (LoRA "
-                         "exists only in zeusseg finetune)")
     out: dict[str, Any] = {}
+    if v.get("lora"):  # true = the default LoRA settings, or a mapping of them
+        out["lora"] = v["lora"] if isinstance(v["lora"], dict) else {}
     if "model" in v or "fusion" in v:
         out["model"] = _model_config(v.get("model", "zeus-hybrid-s"), v.get("fusion"))
     mode = v.get("instruction_mode")
@@ -248,14 +248,24 @@ def run_one(spec: dict[str, Any], name: str, seed: int, embedder=None) -> dict[s
     state = json.loads((last / "trainer.json").read_text())
     if str(cfg["train"]["num_threads"]).isdigit():
         torch.set_num_threads(int(cfg["train"]["num_threads"]))
-    model = build_zeus(cfg["model"], last / "model.safetensors")
+    if cfg.get("lora") is not None:  # the checkpoint holds the peft-wrapped model
+        from zeusseg.factory import load_checkpoint
+        from zeusseg.training.lora import apply_lora, merge_adapter
+
+        model = apply_lora(build_zeus(cfg["model"], cfg.get("init_checkpoint")), cfg["lora"])
+        load_checkpoint(model, last / "model.safetensors")
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        model = merge_adapter(model)
+    else:
+        model = build_zeus(cfg["model"], last / "model.safetensors")
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     if model.fusion.mode == "none":  # as train() forced it (also when only scoring is left)
         cfg["data"] = {**(cfg.get("data") or {}), "negative_prob": 0.0}
     _logger.info("%s seed %d: scoring step %d", name, seed, state["step"])
     rec = {
         "variant": name, "seed": int(seed),
-        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "trainable_params": trainable,
         "train_min": round(float(state["seconds"]) / 60, 2), "steps": int(state["step"]),
         "checkpoint": str(last),
         "scores": score_model(model, spec, embedder, cfg["data"].get("instruction_mode"),

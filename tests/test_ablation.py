@@ -112,8 +112,8 @@ def test_variant_axes(monkeypatch):
     for mode in ("name", "phrasings", "template", "llm"):
         got = mod.variant_overrides("m", {"instruction_mode": mode})
         assert got == {"data.instruction_mode": mode}
-    with pytest.raises(ValueError, match="lora"):
-        mod.variant_overrides("l", {"lora": True})
+    assert mod.variant_overrides("l", {"lora": True}) == {"lora": {}}
+    assert mod.variant_overrides("l", {"lora": {"r": 4}})["lora"] == {"r": 4}
     with pytest.raises(ValueError, match="unknown instruction_mode 'vlm'"):
         mod.variant_overrides("l", {"instruction_mode": "vlm"})
     texts = mod._texts_for("template", None)
@@ -170,3 +170,36 @@ def test_smoke_grid_writes_one_row_per_variant_and_resumes(tmp_path, monkeypatch
     monkeypatch.setattr("zeusseg.training.train.train", no_training)
     again = mod.run_ablation(spec, embedder=fake_embedder())
     assert again.equals(summary)
+
+
+def test_lora_and_template_variants_train_and_score(tmp_path, monkeypatch):
+    """The issue's LoRA-vs-full and instruction-mode axes run through the grid end to end."""
+    from safetensors.torch import save_file
+
+    monkeypatch.chdir(REPO)
+    mod = _script()
+    spec = mod.load_spec("configs/ablation/smoke.yaml")
+    train_sets, evaluation = _synthetic(tmp_path)
+    torch.manual_seed(0)
+    base = build_zeus("zeus-tiny")
+    save_file({k: v.contiguous() for k, v in base.state_dict().items()},
+              str(tmp_path / "base.safetensors"))
+    spec["output_dir"] = str(tmp_path / "grid")
+    spec["overrides"].update({"data.datasets": train_sets, "data.max_images": None,
+                              "init_checkpoint": str(tmp_path / "base.safetensors")})
+    spec["evaluation"] = {"syn-viruses": evaluation["syn-viruses"]}
+    spec["variants"] = {
+        "full": {"model": "zeus-tiny"},
+        "lora": {"model": "zeus-tiny", "lora": {"r": 2}},
+        "template": {"model": "zeus-tiny", "instruction_mode": "template"},
+    }
+    mod.run_ablation(spec, embedder=fake_embedder())
+    recs = {v: json.loads((tmp_path / "grid" / v / "seed_0" / "scores.json").read_text())
+            for v in spec["variants"]}
+    full, lora = recs["full"]["trainable_params"], recs["lora"]["trainable_params"]
+    assert 0 < lora < full / 5  # adapters only
+    assert recs["template"]["train_config"]["data"]["instruction_mode"] == "template"
+    cache = tmp_path / "grid" / "template" / "seed_0" / "instructions-eval.jsonl"
+    assert cache.is_file()  # scored with the instruction of each evaluation image
+    for rec in recs.values():
+        assert 0 <= rec["scores"]["syn-viruses/ap50"]["image_mean"] <= 1

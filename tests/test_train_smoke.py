@@ -69,6 +69,34 @@ def test_training_on_template_instructions_caches_them_in_the_run(tmp_path, monk
     embedded = set(embedder._cache)  # every text the model read was embedded once
     assert {r["text"] for r in lines} & embedded
 
+def test_lora_training_changes_only_adapters_and_saves_merged_weights(tmp_path, monkeypatch):
+    from zeusseg.factory import build_zeus, load_checkpoint
+
+    monkeypatch.chdir(__import__("pathlib").Path(__file__).resolve().parents[1])
+    torch.manual_seed(0)
+    base = build_zeus("zeus-tiny")
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in base.state_dict().items()},
+              str(tmp_path / "base.safetensors"))
+    cfg = _config(tmp_path, steps=3)
+    cfg["init_checkpoint"] = str(tmp_path / "base.safetensors")
+    cfg["lora"] = {"r": 4, "targets": {"image_encoder": False, "fusion": True,
+                                       "mask_decoder": True}}
+    cfg["train"] = {**cfg["train"], "lr": 5e-2}
+    train(cfg, embedder=fake_embedder())
+    merged = build_zeus("zeus-tiny")
+    load_checkpoint(merged, tmp_path / "run" / "best" / "model.safetensors")  # plain keys
+    before, after = base.state_dict(), merged.state_dict()
+    assert set(before) == set(after)
+    enc = [k for k in before if k.startswith("image_encoder.")]
+    assert all(torch.equal(before[k], after[k]) for k in enc)  # encoder: no adapter
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed and all(k.startswith(("fusion.", "mask_decoder.")) for k in changed)
+    with pytest.raises(ValueError, match="lora"):
+        load_config("configs/zeroshot/smoke.yaml", {"lora": {"rank": 4}})
+
+
 def test_bad_train_key_is_rejected(tmp_path):
     with pytest.raises(ValueError, match=r"smoke.yaml: unknown train key\(s\) \['bogus'\]"):
         load_config("configs/zeroshot/smoke.yaml", {"train.bogus": 1})

@@ -6,6 +6,7 @@ The config is one YAML file (``configs/zeroshot/default.yaml``)::
     output_dir: /work/runs/zeus-default   # checkpoints/, best/, train.log, metrics.jsonl
     model: zeus-hybrid-s                  # architecture name, config .json or dict
     init_checkpoint: null                 # weights to start from
+    lora: null                            # {r, alpha, targets, ...}: train LoRA adapters only
     data: {...}                           # zeusseg.training.data config
     train: {max_steps, batch_size, grad_accum, lr, ...}   # see TRAIN_DEFAULTS
 
@@ -15,6 +16,11 @@ newest ``keep_checkpoints`` kept); a rerun of the same command resumes from the 
 ``eval_every_min`` minutes; the best model (mean F1/AP over the validation sets) is written to
 ``output_dir/best`` (``model.safetensors`` + ``config.json``). The text encoder is frozen, so
 the embeddings of the (few) prompt texts are computed once and cached.
+
+With a ``lora`` section (``zeusseg.training.lora.lora_config``: the same keys as in a
+fine-tuning config) the model built from ``model`` + ``init_checkpoint`` is frozen and only
+peft LoRA adapters train (the ablation's LoRA-vs-full axis); ``best`` then holds the merged
+weights, so it loads like any trained model.
 """
 
 from __future__ import annotations
@@ -61,7 +67,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 }
 
 
-TOP_LEVEL_KEYS = {"seed", "output_dir", "model", "init_checkpoint", "data", "train"}
+TOP_LEVEL_KEYS = {"seed", "output_dir", "model", "init_checkpoint", "lora", "data", "train"}
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -90,6 +96,13 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> di
         data_config(cfg.get("data"))  # unknown data/augment/source keys fail before any work
     except (ValueError, TypeError) as err:
         raise InputError(path, f"data: {err}") from err
+    if cfg.get("lora") is not None:
+        from zeusseg.training.lora import lora_config
+
+        try:
+            lora_config(cfg["lora"] if isinstance(cfg["lora"], dict) else {})
+        except (ValueError, TypeError) as err:
+            raise InputError(path, f"lora: {err}") from err
     cfg["train"] = {**TRAIN_DEFAULTS, **cfg.get("train", {})}
     cfg.setdefault("seed", 0)
     cfg.setdefault("model", "zeus-hybrid-s")
@@ -177,6 +190,12 @@ def save_model(model: torch.nn.Module, folder: Path, extra: dict[str, Any]) -> P
     from zeusseg.io.atomic import atomic_path
 
     folder.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "merge_and_unload"):  # LoRA training: save the merged weights
+        import copy
+
+        from zeusseg.training.lora import merge_adapter
+
+        model = merge_adapter(copy.deepcopy(model))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(folder / "model.safetensors") as tmp:
         save_file(state, str(tmp))
@@ -221,6 +240,11 @@ def train(
     if getattr(model.fusion, "mode", "") == "none":  # text ignored: negatives would contradict
         config["data"] = {**(config.get("data") or {}), "negative_prob": 0.0}
         _logger.warning("fusion mode 'none' ignores the text: data.negative_prob forced to 0")
+    lora = config.get("lora") is not None
+    if lora:
+        from zeusseg.training.lora import apply_lora
+
+        model = apply_lora(model, config["lora"] if isinstance(config["lora"], dict) else {})
     embedder = embedder or PromptEmbedder(model.zeus_cfg.text_cfg.encoder)
     dcfg = dict(config.get("data") or {})
     if dcfg.get("instruction_mode") in ("template", "llm") and not dcfg.get("instruction_cache"):
@@ -235,8 +259,9 @@ def train(
         num_workers=int(tc["num_workers"]), drop_last=True,
         persistent_workers=int(tc["num_workers"]) > 0,
     )
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos_embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "pos_embed" in n]
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in params if p.ndim >= 2 and "pos_embed" not in n]
+    no_decay = [p for n, p in params if p.ndim < 2 or "pos_embed" in n]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": float(tc["weight_decay"])},
          {"params": no_decay, "weight_decay": 0.0}], lr=float(tc["lr"]),
@@ -271,9 +296,17 @@ def train(
             for old in _checkpoints(out)[: -int(tc["keep_checkpoints"])]:
                 shutil.rmtree(old, ignore_errors=True)
 
+    def train_mode() -> None:
+        model.train()
+        if lora:  # the frozen base keeps its BatchNorm statistics too
+            from zeusseg.training.finetune import freeze_norm_stats
+
+            freeze_norm_stats(model)
+
     def evaluate() -> None:
         scores = validate(raw, items, embedder, gather=acc.gather_for_metrics,
                           rank=acc.process_index, world=acc.num_processes, **tc["decode"])
+        train_mode()
         scores["step"] = state["step"]
         acc.print("validation " + json.dumps({k: round(v, 4) for k, v in scores.items()}))
         if acc.is_main_process:
@@ -286,7 +319,7 @@ def train(
     bar = tqdm(total=max_steps, initial=state["step"], disable=not (tc["progress"] and
                acc.is_local_main_process), desc="train", dynamic_ncols=True)
     running: dict[str, float] = {}
-    model.train()
+    train_mode()
     while state["step"] < max_steps and (limit is None or elapsed() < limit):
         sampler.set_epoch(state["epoch"])
         skip = state["step"] * int(tc["grad_accum"]) % steps_per_epoch
