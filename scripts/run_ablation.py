@@ -194,7 +194,7 @@ def score_model(model, spec: dict[str, Any], embedder=None, instruction_mode: st
     from zeusseg.zeus_segmenter import segment_image
 
     predictor = ZeusPredictor(model.eval(), embedder)
-    texts = _texts_for(instruction_mode, instruction_cache)
+    text_of = _text_of(instruction_mode, instruction_cache)
     out: dict[str, Any] = {}
     for key, e in spec["evaluation"].items():
         t0 = time.time()
@@ -202,7 +202,8 @@ def score_model(model, spec: dict[str, Any], embedder=None, instruction_mode: st
         preds = {}
         for s in samples:
             image = read_image(s.image_path)
-            preds[s.name] = segment_image(predictor, image, texts(image, e["prompt"]),
+            preds[s.name] = segment_image(predictor, image, [e["prompt"]],
+                                          text_of=text_of(image) if text_of else None,
                                           **{**spec["segment"], **_scale_kwargs(e, s.masks)})
         res = evaluate_masks(preds, {s.name: s.masks for s in samples}, thresholds=(0.5,))
         for m in METRIC_NAMES:
@@ -214,14 +215,14 @@ def score_model(model, spec: dict[str, Any], embedder=None, instruction_mode: st
     return out
 
 
-def _texts_for(mode: str | None, cache_path):
-    """(image, prompt) -> the texts the model reads: the prompt, or its instruction."""
+def _text_of(mode: str | None, cache_path):
+    """None (the model reads the prompts) or image -> (prompt -> its instruction)."""
     if mode not in ("template", "llm"):
-        return lambda image, prompt: [prompt]
+        return None
     from zeusseg.instructions import InstructionCache, make_instruction
 
     cache = InstructionCache(cache_path) if cache_path else None
-    return lambda image, prompt: [make_instruction(image, prompt, mode, cache=cache).text]
+    return lambda image: (lambda prompt: make_instruction(image, prompt, mode, cache=cache).text)
 
 
 def run_one(spec: dict[str, Any], name: str, seed: int, embedder=None) -> dict[str, Any]:

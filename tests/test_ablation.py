@@ -116,12 +116,11 @@ def test_variant_axes(monkeypatch):
     assert mod.variant_overrides("l", {"lora": {"r": 4}})["lora"] == {"r": 4}
     with pytest.raises(ValueError, match="unknown instruction_mode 'vlm'"):
         mod.variant_overrides("l", {"instruction_mode": "vlm"})
-    texts = mod._texts_for("template", None)
     from zeusseg.structures import MicroscopyImage
 
     image = MicroscopyImage(np.random.default_rng(0).random((64, 64), dtype=np.float32))
-    assert mod._texts_for("name", None)(image, "RSV") == ["RSV"]
-    (instruction,) = texts(image, "RSV")
+    assert mod._text_of("name", None) is None
+    instruction = mod._text_of("template", None)(image)("RSV")
     assert "RSV" in instruction and len(instruction.split()) > 5
 
 

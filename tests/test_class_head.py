@@ -251,6 +251,18 @@ def test_bundled_class_head_names_the_virus_of_each_example(bundled_with_head, s
     assert ap[0] >= floor, f"AP@0.5 {ap[0]:.3f} below the measured floor {floor}"
     for other in set(VIRUSES) - {virus}:
         assert len(segment_image(predictor, image, [other], class_head=head)) == 0, other
+    # instruction mode: the model reads template instructions, the head still routes by name
+    from zeusseg.instructions import make_instruction
+
+    read = []
+
+    def text_of(prompt):
+        read.append(make_instruction(image, prompt, "template").text)
+        return read[-1]
+
+    masks = segment_image(predictor, image, VIRUSES, class_head=head, text_of=text_of)
+    assert {masks.class_names[int(c)] for c in masks.class_ids} == {virus}
+    assert read and all(t.startswith("Segment every virus particle") for t in read)
 
 
 @pytest.mark.data

@@ -83,29 +83,33 @@ def build_segmenter(
         return lambda image: segment_classical(image, class_name=name)
     from zeusseg.zeus_segmenter import build_zeus_segmenter
 
-    texts_for = None
+    text_of = None
     if instruction_mode != "name":
-        texts_for = _instruction_texts(prompts, instruction_mode, instruction_cache)
-    return build_zeus_segmenter(list(prompts), model=model, adapter=adapter, texts_for=texts_for,
+        text_of = _instruction_texts(instruction_mode, instruction_cache)
+    return build_zeus_segmenter(list(prompts), model=model, adapter=adapter, text_of=text_of,
                                 device=device, **(segment_kwargs or {}))
 
 
 def _instruction_texts(
-    prompts: Sequence[str], mode: str, cache_path: str | os.PathLike | None
-) -> Callable[[MicroscopyImage], list[str]]:
-    """image -> the instruction of each prompt (``template`` or ``llm`` mode), cached."""
+    mode: str, cache_path: str | os.PathLike | None
+) -> Callable[[MicroscopyImage], Callable[[str], str]]:
+    """image -> (prompt -> its instruction on that image) in ``template`` or ``llm`` mode, cached
+    (also for prompts the class head adds, such as its parent prompt)."""
     from zeusseg.instructions import MODES, InstructionCache, make_instruction
 
     if mode not in MODES:
         raise ValueError(f"unknown instruction mode '{mode}'; choose one of {', '.join(MODES)}")
     cache = InstructionCache(cache_path) if cache_path else None
 
-    def texts(image: MicroscopyImage) -> list[str]:
-        out = [make_instruction(image, p, mode=mode, cache=cache).text for p in prompts]
-        _logger.debug("%s: instructions %s", image.name, out)
-        return out
+    def text_of(image: MicroscopyImage) -> Callable[[str], str]:
+        def text(prompt: str) -> str:
+            out = make_instruction(image, prompt, mode=mode, cache=cache).text
+            _logger.debug("%s: instruction for '%s': %s", image.name, prompt, out)
+            return out
 
-    return texts
+        return text
+
+    return text_of
 
 
 def segment_paths(

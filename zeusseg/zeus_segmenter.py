@@ -99,27 +99,32 @@ def _predict(predictor: ZeusPredictor, image: np.ndarray, prompts, tta: bool) ->
 
 
 def _run(predictor: ZeusPredictor, grey: np.ndarray, factor: float, prompts,
-         tiling: TilingConfig | None, tta: bool = False, **kw) -> _Pass:
-    """Instances at scale ``factor``; tiled when the scaled image exceeds the tile size."""
+         tiling: TilingConfig | None, tta: bool = False, texts=None, **kw) -> _Pass:
+    """Instances at scale ``factor``; tiled when the scaled image exceeds the tile size.
+
+    ``texts``: what the model reads for each prompt (default: the prompts); instances are
+    named after the prompts.
+    """
     from zeusseg.training.scaling import median_diameter, resize_image, scaled_shape
 
     shape = scaled_shape(grey.shape, factor)
     if tiling is not None and max(shape) > tiling.tile_size:
-        return _run_tiled(predictor, grey, shape, factor, prompts, tiling, tta, **kw)
+        return _run_tiled(predictor, grey, shape, factor, prompts, tiling, tta, texts, **kw)
     small = resize_image(grey, shape) if shape != grey.shape else grey
-    probs = _predict(predictor, small, prompts, tta)
+    probs = _predict(predictor, small, texts or prompts, tta)
     masks = _decode(probs, prompts, **kw)
     return _Pass(_restore(masks, grey.shape), len(masks), median_diameter(masks.labels),
                  float((probs[:, 0] > 0.5).mean()), factor, True)
 
 
 def _run_tiled(predictor: ZeusPredictor, grey: np.ndarray, shape: tuple[int, int],
-               factor: float, prompts, tiling: TilingConfig, tta: bool = False, **kw) -> _Pass:
+               factor: float, prompts, tiling: TilingConfig, tta: bool = False, texts=None,
+               **kw) -> _Pass:
     """``_run`` by overlapping windows of the scaled image (``zeusseg.tiling``)."""
     from zeusseg.tiling import scaled_window, segment_tiled
 
     def predict(window):  # one encoder pass per window (4 with tta), all prompts
-        return _predict(predictor, scaled_window(grey, shape, window), prompts, tta)
+        return _predict(predictor, scaled_window(grey, shape, window), texts or prompts, tta)
 
     res = segment_tiled(predict, shape, len(prompts), lambda p: _decode(p, prompts, **kw),
                         grey.shape, tiling)
@@ -157,6 +162,7 @@ def segment_image(
     decode_block: int = DEFAULT_DECODE_BLOCK,
     class_head=None,
     tta: bool = False,
+    text_of: Callable[[str], str] | None = None,
     **decode_kwargs,
 ) -> InstanceMasks:
     """Segment one image with text prompts.
@@ -182,6 +188,9 @@ def segment_image(
             prompt (``zeusseg.class_assignment``); None = dense maps decide every class.
         tta: test-time augmentation: average the maps over the 4 flips of the image (4x the
             encoder and decoder time).
+        text_of: prompt -> the text the model reads for it on this image (e.g. its
+            instruction, ``zeusseg.instructions``); default: the prompt itself. Instances and
+            class-head routing always go by the prompts.
         **decode_kwargs: passed to ``decode_instances`` / ``assign_classes``.
 
     Returns:
@@ -206,6 +215,8 @@ def segment_image(
         plan = plan_prompts(prompts, class_head[1], predictor.embedder)
     if plan is not None:
         prompts = list(plan.dense)
+    if text_of is not None:
+        decode_kwargs["texts"] = [text_of(p) for p in prompts]
     run = _run(predictor, grey, factor, prompts, tiling, tta, **decode_kwargs)
     if auto_scale and cfg is not None:
         target = cfg.input_cfg.target_diameter
@@ -238,7 +249,7 @@ def build_zeus_segmenter(
     prompts: Sequence[str],
     model: str | None = None,
     adapter: str | None = None,
-    texts_for: Callable[[MicroscopyImage], list[str]] | None = None,
+    text_of: Callable[[MicroscopyImage], Callable[[str], str]] | None = None,
     device: str | None = None,
     use_class_head: bool = True,
     **kwargs,
@@ -250,8 +261,8 @@ def build_zeus_segmenter(
         model: a trained-model name (default ``zeus-default``), an architecture name, a config
             ``.json``, or a folder/``model.safetensors`` with its ``config.json``.
         adapter: a LoRA adapter folder written by ``zeusseg finetune`` (applied to ``model``).
-        texts_for: image -> one text per prompt, e.g. per-image instructions; by default
-            the prompts themselves are the texts.
+        text_of: image -> (prompt -> the text the model reads), e.g. per-image instructions;
+            by default the prompts themselves are the texts.
         device: run the model there (e.g. ``cuda:1``; default: where it was loaded, the CPU).
         use_class_head: use the model's class head when it has one (``class_head.*`` next to
             its weights) for prompts that name its classes.
@@ -274,9 +285,10 @@ def build_zeus_segmenter(
     predictor = ZeusPredictor(net)
     if use_class_head:
         kwargs["class_head"] = find_class_head(model or "zeus-default", net)
-    if texts_for is None:
+    if text_of is None:
         return lambda image: segment_image(predictor, image, prompts, **kwargs)
-    return lambda image: segment_image(predictor, image, texts_for(image), **kwargs)
+    return lambda image: segment_image(predictor, image, prompts, text_of=text_of(image),
+                                       **kwargs)
 
 
 def find_class_head(model: str, net=None):

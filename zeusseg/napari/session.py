@@ -142,8 +142,15 @@ class ZeusSession:
 
         t0 = time.perf_counter()
         instruction = instruction or self.instruction(image, prompt, mode)
-        masks = segment_image(self.predictor, image, [instruction.text],
-                              class_head=self._class_head)
+        texts = {instruction.prompt: instruction.text}
+
+        def text_of(p: str) -> str:  # the class head may add its parent prompt
+            if p not in texts:
+                texts[p] = self.instruction(image, p, mode).text
+            return texts[p]
+
+        masks = segment_image(self.predictor, image, [instruction.prompt],
+                              class_head=self._class_head, text_of=text_of)
         masks.class_names = {1: instruction.prompt}
         self._prepared = None  # segment_image left the predictor without an image
         return SegmentResult(masks, instruction, self.model, self.adapter,
