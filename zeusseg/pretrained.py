@@ -21,6 +21,7 @@ BUNDLED_DIR = Path(__file__).parent / "assets" / "models"
 
 _PRETRAINED: dict[str, dict[str, str | None]] = {
     "zeus-default": {"folder": "zeus-default", "sha256": None},
+    "zeus-instruct": {"folder": "zeus-instruct", "sha256": None},
 }
 
 
