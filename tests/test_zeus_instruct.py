@@ -50,3 +50,14 @@ def test_zeus_instruct_reads_names_and_instructions(predictor, stem, prompt, swa
     wrong = segment_image(predictor, image, [swapped], text_of=template)
     assert len(right) >= 0.8 * len(gt)
     assert len(wrong) <= 0.05 * len(right), f"{len(wrong)} instances for '{swapped}'"
+
+
+def test_zeus_instruct_has_its_own_class_head(predictor):
+    from zeusseg.io import read_image
+    from zeusseg.zeus_segmenter import find_class_head, segment_image
+
+    head = find_class_head("zeus-instruct", predictor.model)
+    assert head is not None and set(head[1].classes) == {"RSV", "SARS-CoV-2", "FLUAV"}
+    image = read_image(REPO / "examples" / "visn-0168.png")
+    masks = segment_image(predictor, image, ["RSV", "SARS-CoV-2", "FLUAV"], class_head=head)
+    assert len(masks) > 0 and {masks.class_names[int(c)] for c in masks.class_ids} == {"FLUAV"}
