@@ -216,13 +216,13 @@ def score_model(model, spec: dict[str, Any], embedder=None, instruction_mode: st
 
 
 def _text_of(mode: str | None, cache_path):
-    """None (the model reads the prompts) or image -> (prompt -> its instruction)."""
+    """None (the model reads the prompts) or image -> (prompt -> its instruction), as
+    ``zeusseg segment --instruction-mode`` makes them."""
     if mode not in ("template", "llm"):
         return None
-    from zeusseg.instructions import InstructionCache, make_instruction
+    from zeusseg.segment import instruction_text_of
 
-    cache = InstructionCache(cache_path) if cache_path else None
-    return lambda image: (lambda prompt: make_instruction(image, prompt, mode, cache=cache).text)
+    return instruction_text_of(mode, cache_path)
 
 
 def run_one(spec: dict[str, Any], name: str, seed: int, embedder=None) -> dict[str, Any]:

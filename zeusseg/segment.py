@@ -85,12 +85,12 @@ def build_segmenter(
 
     text_of = None
     if instruction_mode != "name":
-        text_of = _instruction_texts(instruction_mode, instruction_cache)
+        text_of = instruction_text_of(instruction_mode, instruction_cache)
     return build_zeus_segmenter(list(prompts), model=model, adapter=adapter, text_of=text_of,
                                 device=device, **(segment_kwargs or {}))
 
 
-def _instruction_texts(
+def instruction_text_of(
     mode: str, cache_path: str | os.PathLike | None
 ) -> Callable[[MicroscopyImage], Callable[[str], str]]:
     """image -> (prompt -> its instruction on that image) in ``template`` or ``llm`` mode, cached

@@ -15,9 +15,8 @@ import os
 
 from torch import Tensor, nn
 
-from zeusseg.errors import WeightsNotFoundError
 from zeusseg.modeling.image_encoder import ImageFeatures
-from zeusseg.modeling.sam_encoder import resolve_checkpoint
+from zeusseg.modeling.timm_encoder import create_timm_model
 
 
 class TimmCNNEncoder(nn.Module):
@@ -49,21 +48,8 @@ class TimmCNNEncoder(nn.Module):
         timm_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
-        import timm
-
-        path = resolve_checkpoint(checkpoint)
-        present = path is not None and path.is_file()
-        if not present and not random_init:
-            raise WeightsNotFoundError(
-                f"timm:{model_name}", [str(path)] if path else [],
-                f"save the timm weights of {model_name} (model.safetensors) and pass the file "
-                "as vision_cfg.checkpoint",
-            )
-        kwargs = dict(features_only=True, out_indices=(0, 1, 2, 3), in_chans=1,
-                      **(timm_kwargs or {}))
-        if present:
-            kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path)})
-        self.cnn = timm.create_model(model_name, **kwargs)
+        self.cnn = create_timm_model(model_name, checkpoint, random_init, features_only=True,
+                                     out_indices=(0, 1, 2, 3), in_chans=1, **(timm_kwargs or {}))
         strides = list(self.cnn.feature_info.reduction())
         if strides != [2, 4, 8, 16]:
             raise ValueError(f"{model_name}: feature strides {strides}, need [2, 4, 8, 16]")

@@ -23,6 +23,28 @@ from zeusseg.modeling.sam_encoder import resolve_checkpoint
 _logger = logging.getLogger(__name__)
 
 
+def create_timm_model(model_name: str, checkpoint: str | os.PathLike | None,
+                      random_init: bool, **kwargs) -> nn.Module:
+    """``timm.create_model(model_name, **kwargs)`` with weights from a local file only.
+
+    Raises:
+        WeightsNotFoundError: no weights file and ``random_init`` is False.
+    """
+    import timm
+
+    path = resolve_checkpoint(checkpoint)
+    present = path is not None and path.is_file()
+    if not present and not random_init:
+        raise WeightsNotFoundError(
+            f"timm:{model_name}", [str(path)] if path else [],
+            f"save the timm weights of {model_name} (model.safetensors) and pass the file "
+            "as vision_cfg.checkpoint",
+        )
+    if present:
+        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+    return timm.create_model(model_name, **kwargs)
+
+
 class TimmImageEncoder(nn.Module):
     """timm ViT + conv skip stem.
 
@@ -53,20 +75,8 @@ class TimmImageEncoder(nn.Module):
         timm_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
-        import timm
-
-        path = resolve_checkpoint(checkpoint)
-        present = path is not None and path.is_file()
-        if not present and not random_init:
-            raise WeightsNotFoundError(
-                f"timm:{model_name}", [str(path)] if path else [],
-                f"save the timm weights of {model_name} (model.safetensors) and pass the file "
-                "as vision_cfg.checkpoint",
-            )
-        kwargs = dict(num_classes=0, img_size=img_size, **(timm_kwargs or {}))
-        if present:
-            kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path)})
-        self.vit = timm.create_model(model_name, **kwargs)
+        self.vit = create_timm_model(model_name, checkpoint, random_init, num_classes=0,
+                                     img_size=img_size, **(timm_kwargs or {}))
         if freeze:
             self.vit.requires_grad_(False)
         self.img_size = img_size

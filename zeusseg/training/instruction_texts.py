@@ -17,16 +17,13 @@ disk: an ``llm`` run can be prepared ahead with ``zeusseg instruct DIR -p NAME -
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from zeusseg.training.prompts import PromptTable
-
-_logger = logging.getLogger(__name__)
 
 MODES = ("phrasings", "name", "template", "llm")
 
@@ -76,13 +73,6 @@ class InstructionTexts:
         if rng.random() < self.prob:
             return self.instruction(name, image_name)
         return self.table.sample(name, rng)
-
-    def warm(self, pairs: Sequence[tuple[str, str]]) -> None:
-        """Make the instructions of (class name, image name) pairs now (progress shown)."""
-        from tqdm.auto import tqdm
-
-        for name, image in tqdm(pairs, desc=f"{self.mode} instructions", unit="text"):
-            self.instruction(name, image)
 
 
 def check_mode(mode: str, prob: float) -> None:
