@@ -89,6 +89,34 @@ class ZeusInputCfg:
 
 
 @dataclass(frozen=True)
+class ZeusDecodeCfg:
+    """Instance decoding of the dense maps (``zeusseg.instance_segmentation.decode_instances``).
+
+    Kept with the weights, as StarDist keeps its tuned thresholds: a model's maps have their own
+    best thresholds (``scripts/tune_decoding.py`` picks them on training images).
+    """
+
+    fg_threshold: float = 0.5
+    seed_threshold: float = 0.5
+    boundary_threshold: float = 0.5
+    min_size: int = 15
+    smoothing: float = 1.0
+    seeds: str = "threshold"
+    seed_h: float = 0.05
+
+    def __post_init__(self) -> None:
+        for key in ("fg_threshold", "seed_threshold", "boundary_threshold"):
+            if not 0.0 < float(getattr(self, key)) < 1.0:
+                raise ValueError(f"decode_cfg.{key} must be in (0, 1), got {getattr(self, key)}")
+        if int(self.min_size) < 0 or float(self.smoothing) < 0:
+            raise ValueError("decode_cfg.min_size and decode_cfg.smoothing must be >= 0")
+        if self.seeds not in ("threshold", "hmax"):
+            raise ValueError(f"decode_cfg.seeds must be 'threshold' or 'hmax', got {self.seeds!r}")
+        if not 0.0 < float(self.seed_h) < 1.0:
+            raise ValueError(f"decode_cfg.seed_h must be in (0, 1), got {self.seed_h}")
+
+
+@dataclass(frozen=True)
 class ZeusCfg:
     """A whole Zeus architecture (one ``model_configs/<name>.json``)."""
 
@@ -98,6 +126,7 @@ class ZeusCfg:
     fusion_cfg: ZeusFusionCfg = field(default_factory=ZeusFusionCfg)
     decoder_cfg: ZeusDecoderCfg = field(default_factory=ZeusDecoderCfg)
     input_cfg: ZeusInputCfg = field(default_factory=ZeusInputCfg)
+    decode_cfg: ZeusDecodeCfg = field(default_factory=ZeusDecodeCfg)
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> ZeusCfg:
@@ -114,6 +143,7 @@ class ZeusCfg:
             fusion_cfg=sub(ZeusFusionCfg, "fusion_cfg"),
             decoder_cfg=sub(ZeusDecoderCfg, "decoder_cfg"),
             input_cfg=sub(ZeusInputCfg, "input_cfg"),
+            decode_cfg=sub(ZeusDecodeCfg, "decode_cfg"),
         )
         return cls(**cfg, **parts)
 

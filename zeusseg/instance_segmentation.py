@@ -5,8 +5,11 @@ The decoder follows micro-sam's automatic instance segmentation with a decoder (
 the middle of an object (``zeusseg.training.targets``):
 
 1. smooth the centre- and boundary-distance maps (Gaussian, ``smoothing``);
-2. seeds = connected components of ``centre > seed_threshold & boundary > boundary_threshold``
-   inside the foreground ``fg > fg_threshold``;
+2. seeds (``seeds="threshold"``) = connected components of ``centre > seed_threshold &
+   boundary > boundary_threshold`` inside the foreground ``fg > fg_threshold``; or
+   (``seeds="hmax"``) the regional maxima of ``centre * boundary`` at least ``seed_h`` high
+   (h-maxima) and above ``HMAX_FLOOR``: two touching objects whose maps only dip a little
+   between them still get one seed each;
 3. watershed of ``-boundary`` from the seeds, restricted to the foreground;
 4. foreground components that hold no seed become instances of their own (micro-sam drops
    them; keeping them helps recall when the centre head is unsure);
@@ -31,6 +34,9 @@ _logger = logging.getLogger(__name__)
 
 DEFAULT_MIN_SIZE = 15
 """Default minimum instance area in pixels at the model's input scale."""
+SEED_MODES = ("threshold", "hmax")
+HMAX_FLOOR = 0.2
+"""``seeds="hmax"``: maxima of ``centre * boundary`` at or below this are not seeds (noise)."""
 
 
 def _check_probs(probs: np.ndarray, ndim: int) -> np.ndarray:
@@ -49,6 +55,8 @@ def decode_instances(
     boundary_threshold: float = 0.5,
     min_size: int = DEFAULT_MIN_SIZE,
     smoothing: float = 1.0,
+    seeds: str = "threshold",
+    seed_h: float = 0.05,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode the three dense head maps of one prompt into instances.
 
@@ -60,6 +68,11 @@ def decode_instances(
         boundary_threshold: boundary-distance value above which a pixel may seed an instance.
         min_size: instances with fewer pixels are removed.
         smoothing: sigma (pixels) of the Gaussian applied to both distance maps; 0 = none.
+        seeds: ``threshold`` (components above ``seed_threshold`` / ``boundary_threshold``)
+            or ``hmax`` (h-maxima of ``centre * boundary`` of height ``seed_h``; the two
+            seed thresholds are then unused).
+        seed_h: height a maximum of ``centre * boundary`` must rise above its surroundings
+            to seed an instance (``seeds="hmax"``).
 
     Returns:
         labels: (H, W) int32, 0 = background, instances 1..N.
@@ -74,8 +87,16 @@ def decode_instances(
     if not fg.any():
         return np.zeros(fg.shape, np.int32), np.zeros(0, np.float32)
 
-    seeds = fg & (centre > seed_threshold) & (boundary > boundary_threshold)
-    markers, n_seeds = ndimage.label(seeds)
+    if seeds == "threshold":
+        seed_mask = fg & (centre > seed_threshold) & (boundary > boundary_threshold)
+    elif seeds == "hmax":
+        from skimage.morphology import h_maxima
+
+        product = centre * boundary
+        seed_mask = fg & (product > HMAX_FLOOR) & h_maxima(product, float(seed_h)).astype(bool)
+    else:
+        raise ValueError(f"seeds must be one of {SEED_MODES}, got {seeds!r}")
+    markers, n_seeds = ndimage.label(seed_mask)
     if n_seeds > 0:
         from skimage.segmentation import watershed
 

@@ -55,6 +55,14 @@ def _decode(probs: np.ndarray, prompts: Sequence[str], **decode_kwargs) -> Insta
     return assign_classes(probs, class_ids=list(names), class_names=names, **decode_kwargs)
 
 
+def decode_settings(cfg, overrides: dict) -> dict:
+    """The model's ``decode_cfg`` with the non-None entries of ``overrides`` on top."""
+    from dataclasses import asdict
+
+    base = asdict(cfg.decode_cfg) if cfg is not None and hasattr(cfg, "decode_cfg") else {}
+    return {**base, **{k: v for k, v in overrides.items() if v is not None}}
+
+
 def _restore(masks: InstanceMasks, shape: tuple[int, int]) -> InstanceMasks:
     """Nearest-resize the labels to ``shape``, dropping instances that vanish."""
     from zeusseg.training.scaling import resize_labels
@@ -75,6 +83,7 @@ class _Pass:
     fg_share: float  # share of pixels with foreground probability > 0.5
     factor: float  # the scale of this pass
     whole: bool  # one encoder pass over the whole image (not tiled)
+    probs: np.ndarray | None = None  # (P, 3, h, w) maps at the model scale; None when tiled
 
 
 FLIPS = ((True, True), (True, False), (False, True), (False, False))
@@ -114,7 +123,7 @@ def _run(predictor: ZeusPredictor, grey: np.ndarray, factor: float, prompts,
     probs = _predict(predictor, small, texts or prompts, tta)
     masks = _decode(probs, prompts, **kw)
     return _Pass(_restore(masks, grey.shape), len(masks), median_diameter(masks.labels),
-                 float((probs[:, 0] > 0.5).mean()), factor, True)
+                 float((probs[:, 0] > 0.5).mean()), factor, True, probs)
 
 
 def _run_tiled(predictor: ZeusPredictor, grey: np.ndarray, shape: tuple[int, int],
@@ -191,7 +200,8 @@ def segment_image(
         text_of: prompt -> the text the model reads for it on this image (e.g. its
             instruction, ``zeusseg.instructions``); default: the prompt itself. Instances and
             class-head routing always go by the prompts.
-        **decode_kwargs: passed to ``decode_instances`` / ``assign_classes``.
+        **decode_kwargs: passed to ``decode_instances`` / ``assign_classes``; unset (or None)
+            entries come from the model's ``decode_cfg``.
 
     Returns:
         InstanceMasks at the original image size, ``class_names`` = {i: prompt}.
@@ -204,6 +214,7 @@ def segment_image(
     predictor = (model_or_predictor if isinstance(model_or_predictor, ZeusPredictor)
                  else ZeusPredictor(model_or_predictor))
     cfg = getattr(predictor.model, "zeus_cfg", None)
+    decode_kwargs = decode_settings(cfg, decode_kwargs)
     factor = float(scale if scale is not None else (cfg.input_cfg.scale if cfg else 1.0))
     grey = image.grey()
     cap = math.sqrt(MAX_PIXELS / max(grey.size, 1)) if tiling is None else math.inf
@@ -217,8 +228,45 @@ def segment_image(
         prompts = list(plan.dense)
     if text_of is not None:
         decode_kwargs["texts"] = [text_of(p) for p in prompts]
+    run = _scaled_pass(predictor, grey, factor, cap, prompts, tiling, tta,
+                       cfg if auto_scale else None, image.name, **decode_kwargs)
+    masks = run.masks
+    if plan is not None:
+        masks = _classify(predictor, grey, run, plan, class_head[0], tiling)
+    predictor.reset_image()
+    return masks
+
+
+def scaled_maps(model_or_predictor, image: MicroscopyImage, prompts: Sequence[str],
+                **decode_kwargs) -> tuple[np.ndarray, float]:
+    """The maps ``segment_image`` decodes, for tuning the decoding on cached maps.
+
+    Runs the untiled auto-scale passes (the scale is chosen with ``decode_kwargs`` on top of
+    the model's ``decode_cfg``) and returns the last pass's maps.
+
+    Returns:
+        probs: (P, 3, h, w) float32 in [0, 1] at the model's scale (h = H * factor).
+        factor: the scale of those maps relative to the image.
+    """
+    predictor = (model_or_predictor if isinstance(model_or_predictor, ZeusPredictor)
+                 else ZeusPredictor(model_or_predictor))
+    cfg = getattr(predictor.model, "zeus_cfg", None)
+    grey = image.grey()
+    cap = math.sqrt(MAX_PIXELS / max(grey.size, 1))
+    factor = min(float(cfg.input_cfg.scale if cfg else 1.0), cap)
+    run = _scaled_pass(predictor, grey, factor, cap, list(prompts), None, False, cfg,
+                       image.name, **decode_settings(cfg, decode_kwargs))
+    predictor.reset_image()
+    return run.probs, run.factor
+
+
+def _scaled_pass(predictor: ZeusPredictor, grey: np.ndarray, factor: float, cap: float,
+                 prompts, tiling: TilingConfig | None, tta: bool, cfg, name: str,
+                 **decode_kwargs) -> _Pass:
+    """The first pass at ``factor`` and, with a model config ``cfg`` (auto-scale on), the pass
+    at the scale that gives the instances the model's target diameter."""
     run = _run(predictor, grey, factor, prompts, tiling, tta, **decode_kwargs)
-    if auto_scale and cfg is not None:
+    if cfg is not None:
         target = cfg.input_cfg.target_diameter
         if (run.n_found < MIN_FOR_SIZE and run.fg_share >= MIN_FG_SHARE
                 and factor * 2 <= min(cap, MAX_SCALE)):
@@ -235,14 +283,10 @@ def segment_image(
             new = float(np.clip(factor * target / run.diameter, MIN_SCALE, min(MAX_SCALE, cap)))
             if abs(math.log(new / factor)) > math.log(AUTO_SCALE_TOLERANCE):
                 _logger.debug("%s: rescaling %.3f -> %.3f (median diameter %.1f px)",
-                              image.name, factor, new, run.diameter)
+                              name, factor, new, run.diameter)
                 run = None  # free the first pass's labels before the second
                 run = _run(predictor, grey, new, prompts, tiling, tta, **decode_kwargs)
-    masks = run.masks
-    if plan is not None:
-        masks = _classify(predictor, grey, run, plan, class_head[0], tiling)
-    predictor.reset_image()
-    return masks
+    return run
 
 
 def build_zeus_segmenter(

@@ -66,6 +66,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="test-time augmentation: average the model's maps over the 4 flips of each image "
         "(4x slower; docs/BENCHMARKS.md has its effect on each dataset)",
     )
+    dec = p.add_argument_group(
+        "Instance decoding (zeus; default: the model's decode_cfg, docs/decoding.md)")
+    for flag, what in (
+        ("--fg-threshold", "foreground probability a pixel needs to belong to an instance"),
+        ("--seed-threshold", "centre-map level a pixel needs to seed an instance (higher "
+         "splits touching objects more readily)"),
+        ("--boundary-threshold", "boundary-map level a pixel needs to seed an instance"),
+    ):
+        dec.add_argument(flag, type=float, default=None, metavar="P", help=what + ", in (0, 1)")
+    dec.add_argument("--seeds", choices=("threshold", "hmax"), default=None,
+                     help="seeds from the two thresholds above, or from the h-maxima of the "
+                     "centre x boundary maps (splits touching objects whose maps barely dip)")
+    dec.add_argument("--seed-h", type=float, default=None, metavar="H",
+                     help="height of an h-maximum that seeds an instance (--seeds hmax), in (0, 1)")
+    dec.add_argument("--min-size", type=int, default=None, metavar="PX",
+                     help="drop instances smaller than PX pixels at the model's scale")
     big = p.add_argument_group("Large images (zeus)")
     big.add_argument(
         "--tile-size", type=int, default=DEFAULT_TILE_SIZE, metavar="PX",
@@ -94,6 +110,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+DECODE_FLAGS = ("fg_threshold", "seed_threshold", "boundary_threshold", "seeds", "seed_h",
+                "min_size")
+
+
 def run(args: argparse.Namespace) -> int:
     if (args.input is None) == (args.dataset is None):
         raise InputError(None, "give either IMG_OR_DIR or --dataset NAME (exactly one)")
@@ -102,6 +122,15 @@ def run(args: argparse.Namespace) -> int:
     if args.tile_size and args.tile_overlap >= args.tile_size:
         raise InputError(None, f"--tile-overlap {args.tile_overlap} must be smaller than "
                          f"--tile-size {args.tile_size}")
+    decode = {k: getattr(args, k) for k in DECODE_FLAGS if getattr(args, k) is not None}
+    for key, value in decode.items():
+        flag = "--" + key.replace("_", "-")
+        if key == "min_size" and value < 0:
+            raise InputError(None, f"{flag} must be >= 0, got {value}")
+        if key not in ("min_size", "seeds") and not 0.0 < value < 1.0:
+            raise InputError(None, f"{flag} must be between 0 and 1 (exclusive), got {value}")
+    if decode and args.method != "zeus":
+        raise InputError(None, f"--{next(iter(decode)).replace('_', '-')} needs --method zeus")
     if args.dataset is not None:
         from zeusseg.datasets import get_dataset
 
@@ -123,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         skip_existing=args.skip_existing,
         on_error=args.on_error,
         segment_kwargs={"tile_size": args.tile_size or None, "tile_overlap": args.tile_overlap,
-                        "use_class_head": not args.no_class_head, "tta": args.tta},
+                        "use_class_head": not args.no_class_head, "tta": args.tta, **decode},
     )
     n = len(report.done) + len(report.skipped_existing)
     print(f"segmented {n} image(s), {report.instances} new instance(s)")

@@ -95,6 +95,9 @@ def validate(
         ``{"<dataset>/f1": ..., "<dataset>/ap": ..., "<dataset>/f1_<class>": ..., "score": ...}``
         where ``score`` (checkpoint selection) is the mean of every dataset's F1 and AP.
     """
+    from zeusseg.zeus_segmenter import decode_settings
+
+    decode_kwargs = decode_settings(getattr(model, "zeus_cfg", None), decode_kwargs)
     was_training = model.training
     model.eval()
     mine = list(range(rank, len(items), world))
