@@ -231,7 +231,8 @@ def run_one(spec: dict[str, Any], name: str, seed: int, embedder=None) -> dict[s
 
     from zeusseg.factory import build_zeus
     from zeusseg.io.atomic import write_text_atomic
-    from zeusseg.training.train import _checkpoints, train
+    from zeusseg.training.step import list_checkpoints
+    from zeusseg.training.train import train
 
     folder = Path(spec["output_dir"]) / name / f"seed_{seed}"
     done = folder / "scores.json"
@@ -244,7 +245,7 @@ def run_one(spec: dict[str, Any], name: str, seed: int, embedder=None) -> dict[s
         _logger.info("%s seed %d: training -> %s", name, seed, cfg["output_dir"])
         train(cfg, embedder=embedder)
         write_text_atomic(trained, json.dumps({"checkpoint": str(
-            _checkpoints(folder / "train")[-1])}))
+            list_checkpoints(folder / "train")[-1])}))
     last = Path(json.loads(trained.read_text())["checkpoint"])
     state = json.loads((last / "trainer.json").read_text())
     if str(cfg["train"]["num_threads"]).isdigit():

@@ -12,7 +12,8 @@ import torch
 from zeusseg.errors import InputError
 from zeusseg.factory import build_zeus
 from zeusseg.training.fewshot import load_finetune_config, select_names, training_source
-from zeusseg.training.finetune import _checkpoints, finetune
+from zeusseg.training.finetune import finetune
+from zeusseg.training.step import list_checkpoints
 
 from .zeus_fakes import fake_embedder, write_folder
 
@@ -75,8 +76,8 @@ def test_resume_merge_and_adapter_on_segmenter(tmp_path):
                                "data.scale": 0.75})
     finetune(cfg, embedder=fake_embedder(), base_model=_base())
     out = tmp_path / "run"
-    assert [p.name for p in _checkpoints(out)] == ["step_2", "step_4"]
-    for ckpt in _checkpoints(out):
+    assert [p.name for p in list_checkpoints(out)] == ["step_2", "step_4"]
+    for ckpt in list_checkpoints(out):
         names = {p.name for p in ckpt.iterdir()}
         assert "adapter_model.safetensors" in names and "model.safetensors" not in names
 

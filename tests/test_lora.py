@@ -212,3 +212,12 @@ def test_predictor_runs_a_peft_model():
     probs = pred.predict(["cell nuclei", "virus particles"])
     assert probs.shape == (2, 3, 40, 50)
     assert ((probs >= 0) & (probs <= 1)).all()
+
+
+def test_training_config_lora_section_values():
+    from zeusseg.training.train import lora_section
+
+    assert lora_section({}) is None and lora_section({"lora": None}) is None
+    assert lora_section({"lora": False}) is None  # false means full training, not LoRA
+    assert lora_section({"lora": True}) == {}
+    assert lora_section({"lora": {"r": 4}}) == {"r": 4}

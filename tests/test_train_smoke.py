@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from zeusseg.training.train import _checkpoints, load_config, train
+from zeusseg.training.step import list_checkpoints
+from zeusseg.training.train import load_config, train
 
 from .zeus_fakes import fake_embedder, write_folder
 
@@ -43,7 +44,7 @@ def test_smoke_config_trains_saves_and_resumes(tmp_path, monkeypatch):
     assert (out / "best" / "model.safetensors").is_file()
     meta = json.loads((out / "best" / "config.json").read_text())
     assert meta["model_cfg"]["text_cfg"]["encoder"] == "minilm-l6-v2"
-    ckpts = _checkpoints(out)
+    ckpts = list_checkpoints(out)
     assert [p.name for p in ckpts] == ["step_3"]
     assert json.loads((ckpts[-1] / "trainer.json").read_text())["step"] == 3
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -53,7 +54,7 @@ def test_smoke_config_trains_saves_and_resumes(tmp_path, monkeypatch):
     train(cfg, embedder=fake_embedder())
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2, 3, 4, 5]
-    assert [p.name for p in _checkpoints(out)] == ["step_3", "step_5"]
+    assert [p.name for p in list_checkpoints(out)] == ["step_3", "step_5"]
 
 
 def test_training_on_template_instructions_caches_them_in_the_run(tmp_path, monkeypatch):

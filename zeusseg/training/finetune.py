@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zeusseg.training.losses import zeus_loss
+from zeusseg.training.step import list_checkpoints, training_step
 
 _logger = logging.getLogger(__name__)
 
@@ -55,11 +55,6 @@ def lr_lambda(tc: dict[str, Any]):
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
     return f
-
-
-def _checkpoints(out: Path) -> list[Path]:
-    dirs = [p for p in (out / "checkpoints").glob("step_*") if (p / "trainer.json").is_file()]
-    return sorted(dirs, key=lambda p: int(p.name.split("_")[1]))
 
 
 def freeze_norm_stats(model: torch.nn.Module) -> int:
@@ -160,7 +155,7 @@ def finetune(
     model, optimizer, loader, scheduler = acc.prepare(model, optimizer, loader, scheduler)
 
     state = {"step": 0, "epoch": 0, "seconds": 0.0, "losses": []}
-    ckpts = _checkpoints(out)
+    ckpts = list_checkpoints(out)
     if ckpts:
         acc.load_state(str(ckpts[-1]))
         state = json.loads((ckpts[-1] / "trainer.json").read_text())
@@ -181,7 +176,7 @@ def finetune(
         acc.save_state(str(folder))
         if acc.is_main_process:
             (folder / "trainer.json").write_text(json.dumps(state))
-            for old in _checkpoints(out)[: -int(tc["keep_checkpoints"])]:
+            for old in list_checkpoints(out)[: -int(tc["keep_checkpoints"])]:
                 shutil.rmtree(old, ignore_errors=True)
 
     model.train()
@@ -193,16 +188,8 @@ def finetune(
         skip = state["step"] * int(tc["grad_accum"]) % steps_per_epoch
         epoch_loader = acc.skip_first_batches(loader, skip) if skip else loader
         for batch in epoch_loader:
-            tokens, mask = embedder(batch["text"])
-            with acc.accumulate(model), acc.autocast():
-                logits = model(batch["image"], tokens.to(acc.device), mask.to(acc.device))
-                loss, parts = zeus_loss(logits, batch["targets"], tuple(tc["loss_weights"]))
-                acc.backward(loss)
-                if acc.sync_gradients and tc["grad_clip"]:
-                    acc.clip_grad_norm_(params, float(tc["grad_clip"]))
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
+            loss, parts = training_step(acc, model, embedder, batch, optimizer,
+                                        tc["loss_weights"], tc["grad_clip"], params, scheduler)
             if not acc.sync_gradients:
                 continue
             state["step"] += 1

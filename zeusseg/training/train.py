@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from zeusseg.training.losses import zeus_loss
+from zeusseg.training.step import list_checkpoints, training_step
 
 _logger = logging.getLogger(__name__)
 
@@ -96,11 +96,11 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> di
         data_config(cfg.get("data"))  # unknown data/augment/source keys fail before any work
     except (ValueError, TypeError) as err:
         raise InputError(path, f"data: {err}") from err
-    if cfg.get("lora") is not None:
+    if lora_section(cfg) is not None:
         from zeusseg.training.lora import lora_config
 
         try:
-            lora_config(cfg["lora"] if isinstance(cfg["lora"], dict) else {})
+            lora_config(lora_section(cfg))
         except (ValueError, TypeError) as err:
             raise InputError(path, f"lora: {err}") from err
     cfg["train"] = {**TRAIN_DEFAULTS, **cfg.get("train", {})}
@@ -108,6 +108,15 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> di
     cfg.setdefault("model", "zeus-hybrid-s")
     cfg.setdefault("output_dir", "runs/zeus")
     return cfg
+
+
+def lora_section(cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """The config's ``lora`` section: None (absent, null or false) = full training;
+    ``true`` = LoRA with the default settings ({})."""
+    lora = cfg.get("lora")
+    if lora is None or lora is False:
+        return None
+    return lora if isinstance(lora, dict) else {}
 
 
 def _collate(items: list[dict]) -> dict[str, Any]:
@@ -178,11 +187,6 @@ def lr_factor(tc: dict[str, Any], step: int, seconds: float) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
 
-def _checkpoints(out: Path) -> list[Path]:
-    dirs = [p for p in (out / "checkpoints").glob("step_*") if (p / "trainer.json").is_file()]
-    return sorted(dirs, key=lambda p: int(p.name.split("_")[1]))
-
-
 def save_model(model: torch.nn.Module, folder: Path, extra: dict[str, Any]) -> Path:
     """Write ``model.safetensors`` (fp32) + ``config.json`` (``model_cfg`` + ``extra``)."""
     from safetensors.torch import save_file
@@ -240,11 +244,11 @@ def train(
     if getattr(model.fusion, "mode", "") == "none":  # text ignored: negatives would contradict
         config["data"] = {**(config.get("data") or {}), "negative_prob": 0.0}
         _logger.warning("fusion mode 'none' ignores the text: data.negative_prob forced to 0")
-    lora = config.get("lora") is not None
+    lora = lora_section(config) is not None
     if lora:
         from zeusseg.training.lora import apply_lora
 
-        model = apply_lora(model, config["lora"] if isinstance(config["lora"], dict) else {})
+        model = apply_lora(model, lora_section(config))
     embedder = embedder or PromptEmbedder(model.zeus_cfg.text_cfg.encoder)
     dcfg = dict(config.get("data") or {})
     if dcfg.get("instruction_mode") in ("template", "llm") and not dcfg.get("instruction_cache"):
@@ -270,7 +274,7 @@ def train(
     base_lrs = [g["lr"] for g in optimizer.param_groups]
 
     state = {"step": 0, "epoch": 0, "seconds": 0.0, "best": None}
-    ckpts = _checkpoints(out)
+    ckpts = list_checkpoints(out)
     if ckpts:
         acc.load_state(str(ckpts[-1]))
         state = json.loads((ckpts[-1] / "trainer.json").read_text())
@@ -293,7 +297,7 @@ def train(
         if acc.is_main_process:
             state["seconds"] = elapsed()
             (folder / "trainer.json").write_text(json.dumps(state))
-            for old in _checkpoints(out)[: -int(tc["keep_checkpoints"])]:
+            for old in list_checkpoints(out)[: -int(tc["keep_checkpoints"])]:
                 shutil.rmtree(old, ignore_errors=True)
 
     def train_mode() -> None:
@@ -325,18 +329,11 @@ def train(
         skip = state["step"] * int(tc["grad_accum"]) % steps_per_epoch
         epoch_loader = acc.skip_first_batches(loader, skip) if skip else loader
         for batch in epoch_loader:
-            tokens, mask = embedder(batch["text"])
-            with acc.accumulate(model), acc.autocast():
-                logits = model(batch["image"], tokens.to(acc.device), mask.to(acc.device))
-                loss, parts = zeus_loss(logits, batch["targets"], tuple(tc["loss_weights"]))
-                acc.backward(loss)
-                if acc.sync_gradients and tc["grad_clip"]:
-                    acc.clip_grad_norm_(model.parameters(), float(tc["grad_clip"]))
-                factor = lr_factor(tc, state["step"], elapsed())
-                for g, lr in zip(optimizer.param_groups, base_lrs, strict=True):
-                    g["lr"] = lr * factor
-                optimizer.step()
-                optimizer.zero_grad()
+            factor = lr_factor(tc, state["step"], elapsed())
+            for g, lr in zip(optimizer.param_groups, base_lrs, strict=True):
+                g["lr"] = lr * factor
+            loss, parts = training_step(acc, model, embedder, batch, optimizer,
+                                        tc["loss_weights"], tc["grad_clip"])
             if not acc.sync_gradients:
                 continue
             state["step"] += 1
