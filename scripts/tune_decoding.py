@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python scripts/tune_decoding.py --model zeus-default \\
         --data "dsb-train=cell nuclei@1,2.5" --data "visn-train=virus particles@1" --every 5 \\
-        --out runs/tune-decoding [--write MODEL_FOLDER]
+        --out runs/tune-decoding [--adapter ADAPTER] [--write]
 
 Stage 1 computes each image's maps once and decodes every setting of the grid from them
 (AP@0.5, image mean). Stage 2 runs a shortlist (the best 3 of each seed mode and the model's
@@ -13,8 +13,9 @@ current setting) through the whole ``segment_image`` pipeline at each magnificat
 another lab's images); the best mean over every (dataset, magnification) wins
 (``zeusseg.evaluation.tune_decoding``). Writes ``OUT/grid.csv`` (stage 1), ``OUT/pipeline.csv``
 and ``OUT/pipeline.md`` (stage 2) and ``OUT/decode_cfg.json``; ``--write`` puts the winning
-values into ``model_cfg.decode_cfg`` of the folder's ``config.json`` (atomic rewrite), so
-``zeusseg segment`` uses them from then on.
+values into the adapter's ``zeusseg_base.json`` (with ``--adapter``) or into
+``model_cfg.decode_cfg`` of the model folder's ``config.json`` (atomic rewrite), so
+``zeusseg segment --model ... [--adapter ...]`` uses them from then on.
 
 Only registered ``*-train`` splits or a folder of your own training images (``images/`` +
 ``labels/``) are accepted: settings tuned on validation or test images would flatter the scores
@@ -71,8 +72,11 @@ def main(argv: list[str] | None = None) -> int:
                    "default_settings(), 57 settings)")
     p.add_argument("--data-root", default=None, help="data root (default: ZEUSSEG_DATA_ROOT)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--write", default=None, metavar="MODEL_FOLDER",
-                   help="store the best values in this folder's config.json")
+    p.add_argument("--adapter", default=None, metavar="FOLDER",
+                   help="a LoRA adapter (zeusseg finetune) applied to --model")
+    p.add_argument("--write", action="store_true",
+                   help="store the best values with the model: in the --adapter folder's "
+                   "zeusseg_base.json, else in the config.json of --model (a folder)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("zeusseg").setLevel(logging.WARNING)  # not one line per tiled image
@@ -81,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     grid = json.loads(args.grid) if args.grid else None
     if args.every < 1:
         raise SystemExit("error: --every must be >= 1")
-    if args.write and not (Path(args.write) / "config.json").is_file():
-        raise SystemExit(f"error: {args.write}: no config.json (a trained-model folder)")
+    if args.write and not args.adapter and not (Path(args.model) / "config.json").is_file():
+        raise SystemExit(f"error: --write needs --adapter or a trained-model folder as --model "
+                         f"(one with config.json), not {args.model!r}")
 
     from dataclasses import asdict
 
@@ -98,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     from zeusseg.predictor import ZeusPredictor
     from zeusseg.zeus_segmenter import load_zeus
 
-    net = load_zeus(args.write or args.model)
+    net = load_zeus(args.model)
+    if args.adapter:
+        from zeusseg.training.lora import load_adapter
+
+        net = load_adapter(net, args.adapter, model_id=args.model)
     predictor = ZeusPredictor(net)
     t0 = time.time()
     cached, samples = {}, {}
@@ -118,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     write_text_atomic(out / "pipeline.csv", final.to_csv(index=False))
     write_text_atomic(out / "pipeline.md", _markdown(final))
     best = best_setting(final, base)
-    record = {"model": args.write or args.model, "date": dt.date.today().isoformat(),
+    record = {"model": args.model, "adapter": args.adapter, "date": dt.date.today().isoformat(),
               "data": {n: {"prompt": p, "magnifications": m} for n, (p, m) in data.items()},
               "every": args.every, "images": {k: len(v) for k, v in samples.items()},
               "grid": grid or "default_settings()", "before": base, "decode_cfg": best,
@@ -127,13 +136,20 @@ def main(argv: list[str] | None = None) -> int:
     _logger.info("best %s (score %.4f); model's current setting scores %.4f", best,
                  final["score"].iloc[0], _current_score(final, base))
     if args.write:
-        cfg_path = Path(args.write) / "config.json"
-        cfg = json.loads(cfg_path.read_text())
-        cfg["model_cfg"]["decode_cfg"] = best
-        cfg.setdefault("decode_tuning", {}).update(
-            {k: record[k] for k in ("date", "data", "every", "images", "grid")})
-        write_text_atomic(cfg_path, json.dumps(cfg, indent=2) + "\n")
-        _logger.info("wrote decode_cfg to %s", cfg_path)
+        tuning = {k: record[k] for k in ("date", "data", "every", "images", "grid")}
+        if args.adapter:
+            from zeusseg.training.lora import BASE_FILE
+
+            path = Path(args.adapter) / BASE_FILE
+            meta = json.loads(path.read_text())
+            meta.update({"decode_cfg": best, "decode_tuning": tuning})
+        else:
+            path = Path(args.model) / "config.json"
+            meta = json.loads(path.read_text())
+            meta["model_cfg"]["decode_cfg"] = best
+            meta["decode_tuning"] = tuning
+        write_text_atomic(path, json.dumps(meta, indent=2) + "\n")
+        _logger.info("wrote decode_cfg to %s", path)
     print(_markdown(final))
     return 0
 

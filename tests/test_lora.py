@@ -221,3 +221,25 @@ def test_training_config_lora_section_values():
     assert lora_section({"lora": False}) is None  # false means full training, not LoRA
     assert lora_section({"lora": True}) == {}
     assert lora_section({"lora": {"r": 4}}) == {"r": 4}
+
+
+def test_adapter_carries_its_decode_settings(tmp_path):
+    from zeusseg.factory import ZeusDecodeCfg
+
+    base = _tiny()
+    digest = base_fingerprint(base)
+    pm = apply_lora(base, {"r": 2})
+    decode = {"seeds": "hmax", "seed_h": 0.1, "fg_threshold": 0.6}
+    folder = save_adapter(pm, tmp_path / "a", {"model": "zeus-tiny", "sha256": digest},
+                          {"decode_cfg": decode, "input_scale": 0.7})
+    fresh = _tiny()
+    before = fresh.zeus_cfg
+    loaded = load_adapter(fresh, folder)
+    assert loaded.zeus_cfg.decode_cfg == ZeusDecodeCfg(**decode)
+    assert loaded.zeus_cfg.input_cfg.scale == 0.7
+    assert remove_adapter(loaded).zeus_cfg == before  # the base's settings come back
+
+    bad = save_adapter(apply_lora(_tiny(), {"r": 2}), tmp_path / "b",
+                       {"model": "zeus-tiny", "sha256": digest}, {"decode_cfg": {"seed_h": 2}})
+    with pytest.raises(InputError, match=r"zeusseg_base.json.*bad decode_cfg"):
+        load_adapter(_tiny(), bad)

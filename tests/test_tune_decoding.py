@@ -31,6 +31,7 @@ from zeusseg.predictor import ZeusPredictor
 from zeusseg.structures import MicroscopyImage
 from zeusseg.training.scaling import scaled_shape
 from zeusseg.training.targets import make_targets
+from zeusseg.zeus_segmenter import load_zeus  # bound to the real ZeusPredictor before any patch
 
 from .zeus_fakes import fake_embedder
 
@@ -221,8 +222,9 @@ def test_shortlist_takes_the_best_of_each_seed_mode_and_the_current_setting():
     table = __import__("pandas").DataFrame(rows).sort_values("score", ascending=False)
     picks = shortlist(table, base, per_mode=2)
     assert [(p["seeds"], p["seed_h"], p["fg_threshold"]) for p in picks] == [
+        ("threshold", 0.05, 0.5),  # base first: it wins ties in pipeline_scores
         ("hmax", 0.02, 0.5), ("hmax", 0.05, 0.5), ("threshold", 0.05, 0.6),
-        ("threshold", 0.05, 0.4), ("threshold", 0.05, 0.5)]  # the last one is base
+        ("threshold", 0.05, 0.4)]
     assert all(set(p) == set(base) for p in picks)
     assert len(default_settings()) == 57
 
@@ -264,7 +266,8 @@ def test_tune_script_parses_magnifications():
             _parse_data([bad])
 
 
-def test_tune_script_on_a_folder_writes_tables_and_the_model_config(tmp_path, monkeypatch):
+@pytest.mark.parametrize("target", ["model", "adapter"])
+def test_tune_script_on_a_folder_writes_tables_and_the_settings(tmp_path, monkeypatch, target):
     import zeusseg.predictor
     from zeusseg.training.train import save_model
 
@@ -292,12 +295,35 @@ def test_tune_script_on_a_folder_writes_tables_and_the_model_config(tmp_path, mo
 
     monkeypatch.setattr(zeusseg.predictor, "ZeusPredictor", fake)
     out = tmp_path / "out"
+    extra = []
+    if target == "adapter":
+        from zeusseg.training.lora import apply_lora, base_fingerprint, save_adapter
+
+        base = load_zeus(str(model_dir))
+        digest = base_fingerprint(base)
+        adapter = save_adapter(apply_lora(base, {"r": 2}), tmp_path / "adapter",
+                               {"model": "tiny", "sha256": digest})
+        extra = ["--adapter", str(adapter)]
+    config_before = (model_dir / "config.json").read_text()
     assert main(["--data", f"{data}=cell nuclei@1,2", "--every", "1", "--grid",
                  '{"fg_threshold": [0.5, 0.6], "min_size": [15, 100000]}',
-                 "--out", str(out), "--write", str(model_dir)]) == 0
+                 "--model", str(model_dir), "--out", str(out), "--write", *extra]) == 0
     assert {p.name for p in out.iterdir()} >= {"grid.csv", "pipeline.csv", "decode_cfg.json"}
     record = json.loads((out / "decode_cfg.json").read_text())
     assert record["images"] == {str(data): 2} and record["decode_cfg"]["min_size"] == 15
     cfg = json.loads((model_dir / "config.json").read_text())
-    assert cfg["note"] == "kept" and cfg["decode_tuning"]["every"] == 1
-    assert ZeusCfg.from_dict(cfg["model_cfg"]).decode_cfg.min_size == 15
+    assert cfg["note"] == "kept"
+    if target == "model":
+        assert cfg["decode_tuning"]["every"] == 1
+        assert ZeusCfg.from_dict(cfg["model_cfg"]).decode_cfg.min_size == 15
+    else:  # the base model is untouched, the adapter holds the settings
+        assert (model_dir / "config.json").read_text() == config_before
+        meta = json.loads((tmp_path / "adapter" / "zeusseg_base.json").read_text())
+        assert meta["decode_cfg"] == record["decode_cfg"] and meta["model"] == "tiny"
+
+
+def test_tune_script_write_needs_a_folder_or_an_adapter():
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "tune_decoding.py"), "--model",
+                        "zeus-default", "--write", "--out", "unused"], capture_output=True,
+                       text=True)
+    assert r.returncode != 0 and "--write needs --adapter or a trained-model folder" in r.stderr

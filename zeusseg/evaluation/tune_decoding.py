@@ -140,17 +140,17 @@ def best_setting(table: pd.DataFrame, keys: Iterable[str]) -> dict[str, object]:
 
 def shortlist(table: pd.DataFrame, base: Mapping[str, object], per_mode: int = 3
               ) -> list[dict[str, object]]:
-    """The top ``per_mode`` settings of each seed mode in a ``sweep`` table, then ``base``.
+    """``base``, then the top ``per_mode`` settings of each seed mode in a ``sweep`` table.
 
     Returns:
-        Full decode settings (every key of ``base``), duplicates removed, table order.
+        Full decode settings (every key of ``base``), duplicates removed; ``base`` first, so
+        a tie in ``pipeline_scores`` (a stable sort) keeps the model's current setting.
     """
     keys = list(base)
-    out: list[dict[str, object]] = []
+    out: list[dict[str, object]] = [dict(base)]
     for _, group in table.groupby("seeds", sort=False):
         for i in range(min(per_mode, len(group))):
             out.append(best_setting(group.iloc[i:], keys))
-    out.append(dict(base))
     unique: list[dict[str, object]] = []
     for setting in out:
         if setting not in unique:

@@ -282,7 +282,9 @@ def load_adapter(
         A ``PeftModel`` (it forwards ``encode_image``/``decode``/``zeus_cfg`` to the model, so
         ``ZeusPredictor`` takes it as is); ``merge_adapter`` / ``remove_adapter`` undo it.
         The model's ``zeus_cfg.input_cfg.scale`` becomes the adapter's ``input_scale`` (the
-        scale of its training images) until ``remove_adapter``.
+        scale of its training images) and its ``decode_cfg`` the adapter's ``decode_cfg``
+        (written by ``scripts/tune_decoding.py --adapter ... --write``), until
+        ``remove_adapter``.
 
     Raises:
         InputError: not an adapter folder, or it was trained on another base:
@@ -297,9 +299,14 @@ def load_adapter(
         raise InputError(None, f"adapter {folder} was trained on base "
                          f"{meta.get('model')}/{meta['sha256'][:12]}, not {mine}/{digest[:12]}")
     peft_model = _from_pretrained(PeftModel, model, Path(folder), is_trainable)
-    if meta.get("input_scale") and getattr(model, "zeus_cfg", None) is not None:
-        model._zeusseg_base_cfg = model.zeus_cfg  # put back by remove_adapter
-        model.zeus_cfg = with_input_scale(model.zeus_cfg, float(meta["input_scale"]))
+    cfg = getattr(model, "zeus_cfg", None)
+    if cfg is not None and (meta.get("input_scale") or meta.get("decode_cfg")):
+        model._zeusseg_base_cfg = cfg  # put back by remove_adapter
+        if meta.get("input_scale"):
+            cfg = with_input_scale(cfg, float(meta["input_scale"]))
+        if meta.get("decode_cfg"):
+            cfg = with_decode_cfg(cfg, meta["decode_cfg"], folder)
+        model.zeus_cfg = cfg
     _logger.info("applied adapter %s to %s; %s", folder, meta.get("model"),
                  trainable_summary(peft_model))
     return peft_model
@@ -352,6 +359,23 @@ def remove_adapter(peft_model) -> nn.Module:
         model.zeus_cfg = model._zeusseg_base_cfg
         del model._zeusseg_base_cfg
     return model
+
+
+def with_decode_cfg(cfg, decode: dict[str, Any], folder: str | os.PathLike | None = None):
+    """A copy of a ``ZeusCfg`` with ``decode`` (keys of ``ZeusDecodeCfg``) as its decode settings.
+
+    Raises:
+        InputError: unknown keys or values out of range (naming ``folder``'s base file).
+    """
+    from dataclasses import replace
+
+    from zeusseg.factory import ZeusDecodeCfg
+
+    try:
+        return replace(cfg, decode_cfg=ZeusDecodeCfg(**decode))
+    except (TypeError, ValueError) as err:
+        where = None if folder is None else Path(folder) / BASE_FILE
+        raise InputError(where, f"bad decode_cfg: {err}") from err
 
 
 def with_input_scale(cfg, scale: float):
