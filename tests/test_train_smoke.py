@@ -105,3 +105,34 @@ def test_bad_train_key_is_rejected(tmp_path):
     bad.write_text("model: zeus-tiny\nbogus_key: 1\n")
     with pytest.raises(ValueError, match=r"bad.yaml: unknown key\(s\) \['bogus_key'\]"):
         load_config(bad)
+
+
+def test_contact_weighted_training_changes_the_distance_losses(tmp_path, monkeypatch):
+    monkeypatch.chdir(__import__("pathlib").Path(__file__).resolve().parents[1])
+    import numpy as np
+    from PIL import Image
+    from skimage.draw import disk
+
+    touching = tmp_path / "touching"  # pairs of touching disks: seams to weight
+    (touching / "images").mkdir(parents=True)
+    (touching / "labels").mkdir()
+    for i in range(3):
+        lab = np.zeros((64, 64), np.uint16)
+        lab[disk((32, 20 + i), 10, shape=lab.shape)] = 1
+        lab[disk((32, 39 + i), 10, shape=lab.shape)] = 2
+        Image.fromarray(np.where(lab > 0, 200, 20).astype(np.uint8)).save(
+            touching / "images" / f"t-{i}.png")
+        Image.fromarray(lab).save(touching / "labels" / f"t-{i}.png")
+    losses = {}
+    for w in (0.0, 20.0):
+        cfg = _config(tmp_path / f"w{w:g}", steps=2)
+        cfg["data"]["datasets"] = {"touching": {"folder": str(touching), "prompt": "cell nuclei"}}
+        cfg["data"]["contact_weight"] = w
+        cfg["seed"] = 0
+        train(cfg, embedder=fake_embedder())
+        rows = [json.loads(line) for line in
+                (tmp_path / f"w{w:g}" / "run" / "metrics.jsonl").read_text().splitlines()]
+        losses[w] = [r for r in rows if r["kind"] == "train"][0]
+    # same seed and batches: only the weighted distance terms differ (seams get weight 21)
+    assert losses[20.0]["fg_bce"] == pytest.approx(losses[0.0]["fg_bce"], rel=1e-4)
+    assert losses[20.0]["boundary"] > losses[0.0]["boundary"]

@@ -250,3 +250,45 @@ def test_instruction_modes_give_names_or_per_image_instructions(two_domain_confi
         data_config({"instruction_mode": "vlm"})
     with pytest.raises(ValueError, match="instruction_prob"):
         data_config({"instruction_prob": 2})
+
+
+def test_contact_weights_follow_the_seams_between_touching_objects(two_domain_config):
+    from zeusseg.training.targets import contact_map
+
+    labels = np.zeros((60, 90), np.int32)
+    labels[disk((30, 30), 15)] = 1
+    labels[disk((30, 59), 15)] = 2  # touching at columns ~44-45
+    labels[disk((30, 82), 5)] = 3   # alone
+    c = contact_map(labels)
+    assert c[30, 44] == pytest.approx(1.0) or c[30, 45] == pytest.approx(1.0)
+    assert c[30, 30] < 1e-3 and c[10, 10] == 0 and c[30, 82] < 1e-3  # centres, background
+    assert contact_map(np.where(labels == 3, 3, 0)).max() == 0.0  # no contact, no weight
+
+    torch.manual_seed(0)
+    ds = PromptedSegmentationDataset({**two_domain_config, "contact_weight": 4.0})
+    assert ds.records[0].contact is not None and ds.records[0].contact.dtype == np.uint8
+    seen_seam = False
+    for i in range(30):
+        item = ds[i % len(ds)]
+        w, fg = item["weights"], item["targets"][0] > 0.5
+        assert w.shape == (64, 64) and float(w.min()) >= 1.0 and float(w.max()) <= 5.0
+        assert torch.all(w[~fg] == 1.0)  # only the prompted objects are weighted
+        seen_seam |= float(w.max()) > 2.0
+    assert seen_seam
+    assert "weights" not in PromptedSegmentationDataset(two_domain_config)[0]
+    with pytest.raises(ValueError, match="contact_weight"):
+        PromptedSegmentationDataset({**two_domain_config, "contact_weight": -1})
+
+
+def test_pixel_weights_scale_the_distance_losses_only():
+    from zeusseg.training.losses import zeus_loss
+
+    torch.manual_seed(0)
+    logits, targets = torch.randn(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    plain, parts = zeus_loss(logits, targets)
+    doubled, parts2 = zeus_loss(logits, targets, pixel_weights=torch.full((2, 16, 16), 2.0))
+    assert parts2["fg_bce"] == pytest.approx(parts["fg_bce"])
+    assert parts2["centre"] == pytest.approx(2 * parts["centre"], rel=1e-5)
+    assert parts2["boundary"] == pytest.approx(2 * parts["boundary"], rel=1e-5)
+    assert float(doubled) == pytest.approx(float(plain) + parts["centre"] + parts["boundary"],
+                                           rel=1e-5)

@@ -21,6 +21,7 @@ Data config (the ``data`` section of a training config; every key is optional)::
     instruction_prob: 0.5     # template / llm: share of items whose text is the instruction
     instruction_cache: null   # template / llm: instruction-cache JSONL (read and appended)
     augment: {...}            # zeusseg.training.augment.AugmentConfig
+    contact_weight: 0.0       # w: distance-map loss weight 1 + w * contact_map (touching seams)
     max_images: null          # cap per source (smoke runs)
     preload_workers: 2
     data_root: null
@@ -82,6 +83,7 @@ DEFAULT_DATA_CONFIG: dict = {
     "instruction_prob": 0.5,
     "instruction_cache": None,
     "augment": {},
+    "contact_weight": 0.0,
     "max_images": None,
     "preload_workers": 2,
     "data_root": None,
@@ -125,7 +127,9 @@ class PromptedSegmentationDataset(Dataset):
     Each item is a dict: ``image`` (1, h, w) float32 tensor in [0, 1], ``targets`` (3, h, w)
     float32 tensor (``make_targets`` of the prompted instances; zeros for negatives), ``text``
     str, ``positive`` bool (the prompted class is in the image; a crop may still miss it),
-    ``dataset`` str and ``class_name`` (the canonical class name).
+    ``dataset`` str and ``class_name`` (the canonical class name); with ``contact_weight`` w > 0
+    also ``weights`` (h, w) float32 = 1 + w * ``contact_map`` on the prompted objects, the
+    per-pixel weight of the two distance-map losses.
     The index selects the image; crop, prompt and augmentation are random (seeded from torch's
     RNG, so DataLoader workers differ and ``torch.manual_seed`` makes runs repeatable).
 
@@ -162,6 +166,9 @@ class PromptedSegmentationDataset(Dataset):
         self.negative_prob = float(cfg["negative_prob"])
         self.agnostic_prob = float(cfg["agnostic_prob"])
         self.object_crop_prob = float(cfg["object_crop_prob"])
+        self.contact_weight = float(cfg["contact_weight"])
+        if self.contact_weight < 0:
+            raise ValueError(f"contact_weight must be >= 0, got {self.contact_weight}")
         self.augment = AugmentConfig.from_dict(cfg["augment"]) if augment else AugmentConfig.off()
         self.prompts = PromptTable(cfg["prompts"])
         mode = cfg["instruction_mode"]
@@ -246,29 +253,33 @@ class PromptedSegmentationDataset(Dataset):
         rec = self.records[index]
         name, keep, positive = self.choose_prompt(rec, rng)
         top, left, side = self._window(rec, keep, rng)
-        crop = np.concatenate([  # (5, side, side) uint8: image, targets, class map
-            _crop_reflect(a, top, left, side)
-            for a in (rec.image[None], rec.targets, rec.class_map[None])
+        weighted = self.contact_weight > 0 and rec.contact is not None
+        parts = [rec.image[None], rec.targets] + ([rec.contact[None]] if weighted else [])
+        crop = np.concatenate([  # (5 or 6, side, side) uint8: image, targets, [contact], classes
+            _crop_reflect(a, top, left, side) for a in (*parts, rec.class_map[None])
         ])
         if side != self.crop_size:  # scale jitter; Pillow, as torch ops stall on busy CPUs
             size = (self.crop_size, self.crop_size)
-            crop = np.stack([resize_image(c, size) for c in crop[:4]] + [
-                resize_labels(crop[4], size)])
+            crop = np.stack([resize_image(c, size) for c in crop[:-1]] + [
+                resize_labels(crop[-1], size)])
         arr = crop.astype(np.float32)
-        image, targets, class_map = arr[0] / 255.0, arr[1:4] / 255.0, arr[4]
+        image, targets, class_map = arr[0] / 255.0, arr[1:4] / 255.0, arr[-1]
         if keep == -1:
             mask = np.zeros_like(class_map, dtype=bool)
         else:
             mask = class_map > 0 if keep is None else class_map == keep
         targets = targets * mask  # fg from the nearest-resized class map, distances masked
         targets[0] = mask
-        image, targets = augment_geometry([image, targets], self.augment, rng)
+        # loss weight of the distance maps: 1 + w * contact (prompted objects only)
+        weights = 1.0 + self.contact_weight * (arr[4] / 255.0) * mask if weighted else None
+        image, targets, *rest = augment_geometry(
+            [image, targets] + ([weights] if weights is not None else []), self.augment, rng)
         image = cutout(augment_intensity(image, self.augment, rng), self.augment, rng)
         if self.text_provider is not None:
             text = self.text_provider(name, rec.name, rng)
         else:
             text = self.prompts.sample(name, rng)
-        return {
+        item = {
             "image": torch.from_numpy(image.astype(np.float32))[None],
             "targets": torch.from_numpy(targets.astype(np.float32)),
             "text": text,
@@ -276,6 +287,9 @@ class PromptedSegmentationDataset(Dataset):
             "dataset": rec.source,
             "class_name": name,
         }
+        if rest:
+            item["weights"] = torch.from_numpy(rest[0].astype(np.float32))  # (h, w)
+        return item
 
 
 def _image_path(samples, name: str):

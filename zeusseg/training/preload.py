@@ -29,7 +29,7 @@ from zeusseg.training.scaling import (
     resize_labels,
     scaled_shape,
 )
-from zeusseg.training.targets import make_targets
+from zeusseg.training.targets import contact_map, make_targets
 
 _logger = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class PreloadedImage:
         centres: (N, 2) float32 (y, x) centroid of each instance.
         centre_classes: (N,) int class id of each instance.
         factor: resize factor applied to the original image.
+        contact: (H, W) uint8, ``round(255 * contact_map(labels))``: where objects touch.
     """
 
     name: str
@@ -84,6 +85,7 @@ class PreloadedImage:
     centres: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
     centre_classes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     factor: float = 1.0
+    contact: np.ndarray | None = None
 
 
 @dataclass
@@ -192,6 +194,7 @@ def preload_image(sample, source: Source) -> PreloadedImage:
         centres=np.stack([cy, cx], axis=1).astype(np.float32),
         centre_classes=lut[present],
         factor=float(factor),
+        contact=(contact_map(labels) * 255.0 + 0.5).astype(np.uint8),
     )
 
 

@@ -18,7 +18,8 @@ def training_step(acc, model: torch.nn.Module, embedder, batch: dict[str, Any], 
 
     Args:
         acc: the ``accelerate.Accelerator`` that prepared ``model`` and ``optimizer``.
-        batch: ``image`` (B, 1, h, w), ``targets`` (B, 3, h, w), ``text`` (B prompts).
+        batch: ``image`` (B, 1, h, w), ``targets`` (B, 3, h, w), ``text`` (B prompts),
+            optionally ``weights`` (B, h, w) for the distance-map losses.
         params: the parameters to clip (default: all of ``model``'s).
         scheduler: stepped after the optimizer when given.
 
@@ -29,7 +30,8 @@ def training_step(acc, model: torch.nn.Module, embedder, batch: dict[str, Any], 
     tokens, mask = embedder(batch["text"])
     with acc.accumulate(model), acc.autocast():
         logits = model(batch["image"], tokens.to(acc.device), mask.to(acc.device))
-        loss, parts = zeus_loss(logits, batch["targets"], tuple(loss_weights))
+        loss, parts = zeus_loss(logits, batch["targets"], tuple(loss_weights),
+                                pixel_weights=batch.get("weights"))
         acc.backward(loss)
         if acc.sync_gradients and grad_clip:
             acc.clip_grad_norm_(model.parameters() if params is None else params, float(grad_clip))

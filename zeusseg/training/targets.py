@@ -143,3 +143,33 @@ def _compact_ids(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return lut[values], np.flatnonzero(present)
     ids, inv = np.unique(values, return_inverse=True)
     return inv.ravel(), ids
+
+
+def contact_map(labels: np.ndarray, sigma: float = 2.0) -> np.ndarray:
+    """Where instances touch: ``exp(-d^2 / (2 sigma^2))`` inside the objects, 0 elsewhere.
+
+    ``d`` is the distance to the nearest contact pixel (an object pixel with a pixel of another
+    object among its 8 neighbours). A loss weighted by ``1 + w * contact_map`` stresses the thin
+    seams between touching objects, where the distance maps must dip for the decoder to split
+    them (the U-Net weight map of Ronneberger et al. 2015, for touching objects).
+
+    Args:
+        labels: (H, W) int instance labels, 0 = background.
+        sigma: width of the seam in pixels.
+
+    Returns:
+        (H, W) float32 in [0, 1]; all zero when no two objects touch.
+    """
+    labels = np.asarray(labels)
+    fg = labels > 0
+    if not fg.any():
+        return np.zeros(labels.shape, np.float32)
+    big = np.where(fg, labels, np.iinfo(np.int64).max).astype(np.int64)
+    low = ndimage.minimum_filter(big, size=3, mode="nearest")
+    high = ndimage.maximum_filter(labels.astype(np.int64), size=3, mode="nearest")
+    contact = fg & ((low != labels) | (high != labels))  # another object is adjacent
+    contact &= ndimage.binary_erosion(fg, np.ones((3, 3)), border_value=1)  # not a background edge
+    if not contact.any():
+        return np.zeros(labels.shape, np.float32)
+    d = ndimage.distance_transform_edt(~contact)
+    return np.where(fg, np.exp(-(d**2) / (2.0 * sigma**2)), 0.0).astype(np.float32)

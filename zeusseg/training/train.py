@@ -125,6 +125,8 @@ def _collate(items: list[dict]) -> dict[str, Any]:
         "targets": torch.stack([it["targets"] for it in items]),
         "text": [it["text"] for it in items],
         "positive": torch.tensor([it["positive"] for it in items]),
+        **({"weights": torch.stack([it["weights"] for it in items])}
+           if all("weights" in it for it in items) else {}),
     }
 
 
