@@ -275,7 +275,8 @@ def test_contact_weights_follow_the_seams_between_touching_objects(two_domain_co
         assert torch.all(w[~fg] == 1.0)  # only the prompted objects are weighted
         seen_seam |= float(w.max()) > 2.0
     assert seen_seam
-    assert "weights" not in PromptedSegmentationDataset(two_domain_config)[0]
+    plain = PromptedSegmentationDataset(two_domain_config)
+    assert "weights" not in plain[0] and plain.records[0].contact is None  # not computed
     with pytest.raises(ValueError, match="contact_weight"):
         PromptedSegmentationDataset({**two_domain_config, "contact_weight": -1})
 

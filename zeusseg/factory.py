@@ -110,8 +110,10 @@ class ZeusDecodeCfg:
                 raise ValueError(f"decode_cfg.{key} must be in (0, 1), got {getattr(self, key)}")
         if int(self.min_size) < 0 or float(self.smoothing) < 0:
             raise ValueError("decode_cfg.min_size and decode_cfg.smoothing must be >= 0")
-        if self.seeds not in ("threshold", "hmax"):
-            raise ValueError(f"decode_cfg.seeds must be 'threshold' or 'hmax', got {self.seeds!r}")
+        from zeusseg.instance_segmentation import SEED_MODES
+
+        if self.seeds not in SEED_MODES:
+            raise ValueError(f"decode_cfg.seeds must be one of {SEED_MODES}, got {self.seeds!r}")
         if not 0.0 < float(self.seed_h) < 1.0:
             raise ValueError(f"decode_cfg.seed_h must be in (0, 1), got {self.seed_h}")
 

@@ -132,10 +132,14 @@ def sweep(datasets: Mapping[str, Sequence[CachedMaps]],
     return table.drop(columns="_order").reset_index(drop=True)
 
 
+def setting_of(row: pd.Series, keys: Iterable[str]) -> dict[str, object]:
+    """The values of ``keys`` in one row of a ``sweep`` table (Python scalars)."""
+    return {k: (row[k].item() if hasattr(row[k], "item") else row[k]) for k in keys}
+
+
 def best_setting(table: pd.DataFrame, keys: Iterable[str]) -> dict[str, object]:
     """The values of ``keys`` in the top row of a ``sweep`` table (Python scalars)."""
-    top = table.iloc[0]
-    return {k: (top[k].item() if hasattr(top[k], "item") else top[k]) for k in keys}
+    return setting_of(table.iloc[0], keys)
 
 
 def shortlist(table: pd.DataFrame, base: Mapping[str, object], per_mode: int = 3
@@ -149,8 +153,7 @@ def shortlist(table: pd.DataFrame, base: Mapping[str, object], per_mode: int = 3
     keys = list(base)
     out: list[dict[str, object]] = [dict(base)]
     for _, group in table.groupby("seeds", sort=False):
-        for i in range(min(per_mode, len(group))):
-            out.append(best_setting(group.iloc[i:], keys))
+        out += [setting_of(row, keys) for _, row in group.head(per_mode).iterrows()]
     unique: list[dict[str, object]] = []
     for setting in out:
         if setting not in unique:

@@ -157,18 +157,19 @@ class PromptedSegmentationDataset(Dataset):
         if not sources:
             raise ValueError("the data config names no training dataset")
         self.sources = {s.name: s for s in sources}
+        self.contact_weight = float(cfg["contact_weight"])
+        if self.contact_weight < 0:
+            raise ValueError(f"contact_weight must be >= 0, got {self.contact_weight}")
         self.records: list[PreloadedImage] = []
         for s in sources:
             self.records += preload_source(
-                s, max_images=cfg["max_images"], workers=int(cfg["preload_workers"])
+                s, max_images=cfg["max_images"], workers=int(cfg["preload_workers"]),
+                contact=self.contact_weight > 0,
             )
         self.crop_size = int(cfg["crop_size"])
         self.negative_prob = float(cfg["negative_prob"])
         self.agnostic_prob = float(cfg["agnostic_prob"])
         self.object_crop_prob = float(cfg["object_crop_prob"])
-        self.contact_weight = float(cfg["contact_weight"])
-        if self.contact_weight < 0:
-            raise ValueError(f"contact_weight must be >= 0, got {self.contact_weight}")
         self.augment = AugmentConfig.from_dict(cfg["augment"]) if augment else AugmentConfig.off()
         self.prompts = PromptTable(cfg["prompts"])
         mode = cfg["instruction_mode"]
@@ -253,7 +254,7 @@ class PromptedSegmentationDataset(Dataset):
         rec = self.records[index]
         name, keep, positive = self.choose_prompt(rec, rng)
         top, left, side = self._window(rec, keep, rng)
-        weighted = self.contact_weight > 0 and rec.contact is not None
+        weighted = rec.contact is not None  # preloaded only with contact_weight > 0
         parts = [rec.image[None], rec.targets] + ([rec.contact[None]] if weighted else [])
         crop = np.concatenate([  # (5 or 6, side, side) uint8: image, targets, [contact], classes
             _crop_reflect(a, top, left, side) for a in (*parts, rec.class_map[None])

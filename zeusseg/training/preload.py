@@ -73,7 +73,8 @@ class PreloadedImage:
         centres: (N, 2) float32 (y, x) centroid of each instance.
         centre_classes: (N,) int class id of each instance.
         factor: resize factor applied to the original image.
-        contact: (H, W) uint8, ``round(255 * contact_map(labels))``: where objects touch.
+        contact: (H, W) uint8, ``round(255 * contact_map(labels))``: where objects touch;
+            None unless asked for (``preload_image(..., contact=True)``).
     """
 
     name: str
@@ -153,8 +154,8 @@ def open_source(
     return Source(name, ds, ds.spec.prompt, ds.class_names, **common)
 
 
-def preload_image(sample, source: Source) -> PreloadedImage:
-    """Read, rescale and precompute targets for one sample.
+def preload_image(sample, source: Source, contact: bool = False) -> PreloadedImage:
+    """Read, rescale and precompute targets (and, with ``contact``, the seam map) for one sample.
 
     Raises:
         InputError: unreadable image or labels of a different size.
@@ -194,25 +195,26 @@ def preload_image(sample, source: Source) -> PreloadedImage:
         centres=np.stack([cy, cx], axis=1).astype(np.float32),
         centre_classes=lut[present],
         factor=float(factor),
-        contact=(contact_map(labels) * 255.0 + 0.5).astype(np.uint8),
+        contact=(contact_map(labels) * 255.0 + 0.5).astype(np.uint8) if contact else None,
     )
 
 
 _WORKER_SOURCE: Source | None = None
+_WORKER_CONTACT = False
 
 
-def _init_worker(source: Source) -> None:
-    global _WORKER_SOURCE
-    _WORKER_SOURCE = source
+def _init_worker(source: Source, contact: bool) -> None:
+    global _WORKER_SOURCE, _WORKER_CONTACT
+    _WORKER_SOURCE, _WORKER_CONTACT = source, contact
 
 
 def _load_index(i: int) -> PreloadedImage:
     assert _WORKER_SOURCE is not None
-    return preload_image(_WORKER_SOURCE.samples[i], _WORKER_SOURCE)
+    return preload_image(_WORKER_SOURCE.samples[i], _WORKER_SOURCE, _WORKER_CONTACT)
 
 
 def preload_source(
-    source: Source, *, max_images: int | None = None, workers: int = 1
+    source: Source, *, max_images: int | None = None, workers: int = 1, contact: bool = False
 ) -> list[PreloadedImage]:
     """Preload the first ``max_images`` (all if None) samples of a source.
 
@@ -220,13 +222,14 @@ def preload_source(
         source: the Source.
         max_images: cap on the number of images (for smoke runs and tests).
         workers: processes used for decoding and targets; 1 = in this process.
+        contact: also compute each image's seam map (``PreloadedImage.contact``).
     """
     n = len(source.samples) if max_images is None else min(max_images, len(source.samples))
     if workers > 1 and n > 1:
         with ProcessPoolExecutor(min(workers, n), initializer=_init_worker,
-                                 initargs=(source,)) as pool:
+                                 initargs=(source, contact)) as pool:
             records = list(pool.map(_load_index, range(n), chunksize=max(1, n // (8 * workers))))
     else:
-        records = [preload_image(source.samples[i], source) for i in range(n)]
+        records = [preload_image(source.samples[i], source, contact) for i in range(n)]
     _logger.info("preloaded %d images of %s", len(records), source.name)
     return records
