@@ -33,7 +33,12 @@ _MODEL_CONFIGS: dict[str, dict[str, Any]] = {}
 
 @dataclass(frozen=True)
 class ZeusVisionCfg:
-    """Image encoder settings (``type``: ``hybrid`` | ``sam`` | ``timm`` (ViT) | ``timm_cnn``)."""
+    """Image encoder settings.
+
+    ``type``: ``hybrid`` (our conv stem + ViT, from scratch) | ``efficientnet`` (ImageNet
+    EfficientNet-Lite ``backbone`` to stride 16 + ViT blocks, ``freeze_stages`` CNN stages fixed)
+    | ``sam`` | ``timm`` (ViT) | ``timm_cnn``.
+    """
 
     type: str = "hybrid"
     stem_channels: tuple[int, ...] = (32, 64, 96)
@@ -49,6 +54,8 @@ class ZeusVisionCfg:
     freeze: bool = True
     random_init: bool = False
     timm_kwargs: dict | None = None  # extra timm.create_model arguments (timm, timm_cnn)
+    backbone: str = "efficientnet-lite0"  # efficientnet
+    freeze_stages: int = 0  # efficientnet: stem + this many CNN stages fixed
 
 
 @dataclass(frozen=True)
@@ -192,7 +199,9 @@ def get_model_config(name: str) -> dict[str, Any]:
     return copy.deepcopy(_MODEL_CONFIGS[name])
 
 
-def _build_image_encoder(cfg: ZeusCfg) -> torch.nn.Module:
+def _build_image_encoder(cfg: ZeusCfg, backbone_weights: bool = True) -> torch.nn.Module:
+    """The image encoder of ``cfg``; ``backbone_weights=False`` skips loading ImageNet weights
+    (a full checkpoint is loaded next and replaces them)."""
     v = cfg.vision_cfg
     if v.type == "hybrid":
         from zeusseg.modeling.image_encoder import ImageEncoderHybrid
@@ -200,6 +209,14 @@ def _build_image_encoder(cfg: ZeusCfg) -> torch.nn.Module:
         return ImageEncoderHybrid(
             stem_channels=v.stem_channels, token_stride=v.token_stride, embed_dim=cfg.embed_dim,
             depth=v.depth, num_heads=v.num_heads, mlp_ratio=v.mlp_ratio, pos_grid=v.pos_grid,
+        )
+    if v.type == "efficientnet":
+        from zeusseg.modeling.efficientnet_encoder import EfficientNetHybridEncoder
+
+        return EfficientNetHybridEncoder(
+            backbone=v.backbone, pretrained=backbone_weights and not v.random_init,
+            embed_dim=cfg.embed_dim, skip_channels=v.stem_channels, depth=v.depth,
+            num_heads=v.num_heads, mlp_ratio=v.mlp_ratio, freeze_stages=v.freeze_stages,
         )
     if v.type == "sam":
         from zeusseg.modeling.sam_encoder import SamImageEncoder
@@ -225,7 +242,8 @@ def _build_image_encoder(cfg: ZeusCfg) -> torch.nn.Module:
             timm_kwargs=v.timm_kwargs,
         )
     raise ValueError(
-        f"vision_cfg.type must be one of hybrid, sam, timm, timm_cnn; got '{v.type}'")
+        f"vision_cfg.type must be one of hybrid, efficientnet, sam, timm, timm_cnn; "
+        f"got '{v.type}'")
 
 
 def _build_zeus(cfg: ZeusCfg | dict[str, Any], checkpoint: str | os.PathLike | None = None) -> Zeus:
@@ -235,7 +253,7 @@ def _build_zeus(cfg: ZeusCfg | dict[str, Any], checkpoint: str | os.PathLike | N
     f = cfg.fusion_cfg
     token_stride = cfg.vision_cfg.token_stride if cfg.vision_cfg.type == "hybrid" else 16
     model = Zeus(
-        image_encoder=_build_image_encoder(cfg),
+        image_encoder=_build_image_encoder(cfg, backbone_weights=checkpoint is None),
         fusion=TwoWayFusion(
             embed_dim=cfg.embed_dim, text_dim=cfg.text_cfg.dim, depth=f.depth,
             num_heads=f.num_heads, mlp_dim=f.mlp_dim, downsample_rate=f.downsample_rate,

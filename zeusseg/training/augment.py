@@ -33,6 +33,16 @@ class AugmentConfig:
         cutout_prob: probability of cutout on a crop.
         cutout_max: maximum number of rectangles (at least 1 when applied).
         cutout_size: (min, max) side of a rectangle as a fraction of the crop side.
+        halo_prob, blur_prob, background_prob, exposure_prob, shot_noise_prob: probabilities
+            of the microscope changes of ``zeusseg.training.microscope_augment`` (0 = off, the
+            default): signal around the objects (cytoplasm), defocus blur, background
+            gradients and offsets, dim / saturated exposure, Poisson (shot) noise.
+        halo_strength: maximum halo amplitude, a fraction of the object-background contrast.
+        blur_sigma: maximum Gaussian blur sigma (pixels of the crop).
+        background_strength: maximum amplitude of the gradient and of the offset.
+        dim_range: (min, max) gain of a dim exposure (then 8-bit quantised).
+        saturate_range: (min, max) gain of an over-exposure (clipped at 1).
+        shot_noise_peak: (min, max) photon count of the brightest pixel (log-uniform).
     """
 
     flip: bool = True
@@ -46,6 +56,17 @@ class AugmentConfig:
     cutout_prob: float = 0.3
     cutout_max: int = 3
     cutout_size: tuple[float, float] = (0.05, 0.2)
+    halo_prob: float = 0.0
+    halo_strength: float = 0.5
+    blur_prob: float = 0.0
+    blur_sigma: float = 2.0
+    background_prob: float = 0.0
+    background_strength: float = 0.2
+    exposure_prob: float = 0.0
+    dim_range: tuple[float, float] = (0.05, 0.4)
+    saturate_range: tuple[float, float] = (1.3, 3.0)
+    shot_noise_prob: float = 0.0
+    shot_noise_peak: tuple[float, float] = (10.0, 300.0)
 
     @classmethod
     def from_dict(cls, cfg: Mapping | None) -> AugmentConfig:
@@ -55,8 +76,14 @@ class AugmentConfig:
         unknown = set(cfg) - valid
         if unknown:
             raise ValueError(f"unknown augment keys {sorted(unknown)}; valid: {sorted(valid)}")
-        if "cutout_size" in cfg:
-            cfg["cutout_size"] = tuple(float(v) for v in cfg["cutout_size"])
+        for key in ("cutout_size", "dim_range", "saturate_range", "shot_noise_peak"):
+            if key in cfg:
+                cfg[key] = tuple(float(v) for v in cfg[key])
+                if len(cfg[key]) != 2 or cfg[key][0] > cfg[key][1]:
+                    raise ValueError(f"augment.{key} must be [min, max], got {list(cfg[key])}")
+        for key, value in cfg.items():
+            if key.endswith("_prob") and not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"augment.{key} must be in [0, 1], got {value}")
         return cls(**cfg)
 
     @classmethod

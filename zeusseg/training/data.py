@@ -51,6 +51,7 @@ from zeusseg.training.augment import (
     cutout,
 )
 from zeusseg.training.instruction_texts import InstructionTexts, check_mode
+from zeusseg.training.microscope_augment import augment_microscope
 from zeusseg.training.preload import PreloadedImage, Source, open_source, preload_source
 from zeusseg.training.prompts import PromptTable, TextProvider
 from zeusseg.training.sampling import BalancedSampler, image_weights
@@ -273,8 +274,11 @@ class PromptedSegmentationDataset(Dataset):
         targets[0] = mask
         # loss weight of the distance maps: 1 + w * contact (prompted objects only)
         weights = 1.0 + self.contact_weight * (arr[4] / 255.0) * mask if weighted else None
-        image, targets, *rest = augment_geometry(
-            [image, targets] + ([weights] if weights is not None else []), self.augment, rng)
+        objects = class_map > 0  # every annotated object, prompted or not (halo augmentation)
+        image, targets, objects, *rest = augment_geometry(
+            [image, targets, objects] + ([weights] if weights is not None else []),
+            self.augment, rng)
+        image = augment_microscope(image, objects, self.augment, rng)
         image = cutout(augment_intensity(image, self.augment, rng), self.augment, rng)
         if self.text_provider is not None:
             text = self.text_provider(name, rec.name, rng)

@@ -47,6 +47,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "batch_size": 8,
     "grad_accum": 1,
     "lr": 2e-3,
+    "lr_scales": {},  # parameter-name prefix -> lr factor (e.g. a pretrained backbone: 0.2)
     "min_lr_ratio": 0.05,
     "weight_decay": 0.05,
     "warmup_steps": 100,
@@ -117,6 +118,25 @@ def lora_section(cfg: dict[str, Any]) -> dict[str, Any] | None:
     if lora is None or lora is False:
         return None
     return lora if isinstance(lora, dict) else {}
+
+
+def param_groups(
+    model: torch.nn.Module, lr: float, weight_decay: float, lr_scales: dict[str, float]
+) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices/kernels only (not norms, biases, position
+    embeddings); a parameter whose name starts with a ``lr_scales`` prefix gets ``lr * factor``
+    (the first matching prefix wins). Empty groups are left out.
+    """
+    groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        scale = next((float(f) for pre, f in lr_scales.items() if name.startswith(pre)), 1.0)
+        decay = p.ndim >= 2 and "pos_embed" not in name
+        groups.setdefault((scale, decay), []).append(p)
+    order = sorted(groups, key=lambda key: (-key[0], not key[1]))  # decayed group first
+    return [{"params": groups[key], "lr": lr * key[0],
+             "weight_decay": weight_decay if key[1] else 0.0} for key in order]
 
 
 def _collate(items: list[dict]) -> dict[str, Any]:
@@ -265,13 +285,9 @@ def train(
         num_workers=int(tc["num_workers"]), drop_last=True,
         persistent_workers=int(tc["num_workers"]) > 0,
     )
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    decay = [p for n, p in params if p.ndim >= 2 and "pos_embed" not in n]
-    no_decay = [p for n, p in params if p.ndim < 2 or "pos_embed" in n]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": float(tc["weight_decay"])},
-         {"params": no_decay, "weight_decay": 0.0}], lr=float(tc["lr"]),
-    )
+        param_groups(model, float(tc["lr"]), float(tc["weight_decay"]), tc["lr_scales"]),
+        lr=float(tc["lr"]))
     model, optimizer, loader = acc.prepare(model, optimizer, loader)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
 
