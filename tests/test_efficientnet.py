@@ -173,3 +173,16 @@ def test_the_pretrained_hybrid_trains_a_few_steps(tmp_path, monkeypatch):
     assert torch.equal(enc.stages[1][0].conv_dw.weight, imagenet["blocks.1.0.conv_dw.weight"])
     assert torch.equal(enc.stages[1][0].bn1.running_mean, imagenet["blocks.1.0.bn1.running_mean"])
     assert not torch.equal(enc.stages[3][0].conv_dw.weight, imagenet["blocks.3.0.conv_dw.weight"])
+
+
+@pytest.mark.parametrize("name", ["efficientnet-lite1", "efficientnet-lite2"])
+def test_deeper_lites_map_with_their_own_stage_depths(name):
+    """lite1/lite2 have more blocks per stage: the mapping follows timm's architecture."""
+    model = timm.create_model(effl.timm_arch(name), pretrained=False)
+    depths = effl.stage_depths(name)
+    assert sum(depths) > sum(effl.LITE0_DEPTHS)
+    package = effl.from_timm_state(model.state_dict(), depths)
+    assert sum(k.endswith("_depthwise_conv.weight") for k in package) == sum(depths)
+    back = effl.to_timm_state(package, depths)
+    model.load_state_dict(back, strict=True)
+    assert effl.stage_depths("efficientnet-lite0") == effl.LITE0_DEPTHS

