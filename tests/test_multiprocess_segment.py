@@ -70,6 +70,15 @@ def _same_outputs(a: Path, b: Path, stems: list[str]) -> None:
         np.testing.assert_array_equal(la.scores, lb.scores)
         assert (a / "overlays" / f"{stem}.png").read_bytes() == (
             b / "overlays" / f"{stem}.png").read_bytes()
+        if (a / "rois").is_dir() or (b / "rois").is_dir():  # --format roi,geojson
+            import roifile
+
+            ra, rb = (roifile.roiread(d / "rois" / f"{stem}.zip") for d in (a, b))
+            assert [r.name for r in ra] == [r.name for r in rb] and len(ra) == len(la)
+            for x, y in zip(ra, rb, strict=True):
+                np.testing.assert_array_equal(x.coordinates(), y.coordinates())
+            assert (a / "geojson" / f"{stem}.geojson").read_bytes() == (
+                b / "geojson" / f"{stem}.geojson").read_bytes()
     assert (a / "predictions.json").read_bytes() == (b / "predictions.json").read_bytes()
 
 
@@ -77,7 +86,8 @@ def test_two_processes_match_one_process(tmp_path):
     imgs = _folder(tmp_path / "imgs")
     (imgs / "im2-bad.png").write_bytes(b"not an image")  # sorted between im2 and im3
     one, two = tmp_path / "one", tmp_path / "two"
-    common = ["--method", "classical", "-p", "nuclei", "--on-error", "skip"]
+    common = ["--method", "classical", "-p", "nuclei", "--on-error", "skip",
+              "--format", "tif,coco,roi,geojson"]
     assert main(["segment", str(imgs), *common, "-o", str(one)]) == 1
     proc = _launch([str(imgs), *common, "-o", str(two)])
     assert proc.returncode == 1, proc.stderr[-3000:]

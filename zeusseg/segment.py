@@ -1,4 +1,5 @@
-"""Segment images or folders and write label TIFFs, overlays and one COCO predictions JSON.
+"""Segment images or folders and write label TIFFs, overlays and one COCO predictions JSON
+(and, on request, ImageJ ROI sets and QuPath GeoJSON; ``OUTPUT_FORMATS``).
 
 Also the module behind ``python -m zeusseg.segment`` (same options as ``zeusseg segment``).
 """
@@ -24,6 +25,15 @@ _logger = logging.getLogger(__name__)
 METHODS = ("zeus", "classical")
 DEFAULT_METHOD = "zeus"
 
+OUTPUT_FORMATS = {
+    "tif": "labels/<name>.tif (label TIFF with classes and scores; napari, Fiji)",
+    "coco": "predictions.json (COCO, RLE masks with scores)",
+    "roi": "rois/<name>.zip (ImageJ/Fiji ROI set, one polygon per instance)",
+    "geojson": "geojson/<name>.geojson (QuPath detections, polygons with class and score)",
+}
+"""Output format -> what ``zeusseg segment --format`` writes for it."""
+DEFAULT_FORMATS = ("tif", "coco")
+
 Segmenter = Callable[[MicroscopyImage], InstanceMasks]
 
 
@@ -36,10 +46,60 @@ class SegmentReport:
     skipped_existing: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     instances: int = 0
+    formats: tuple[str, ...] = DEFAULT_FORMATS
 
     @property
     def predictions(self) -> Path:
         return self.out / "predictions.json"
+
+
+def parse_formats(formats: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Output formats from ``"tif,coco,roi"`` (or a sequence), in ``OUTPUT_FORMATS`` order.
+
+    None gives ``DEFAULT_FORMATS``.
+
+    Raises:
+        InputError: an unknown or no format.
+    """
+    if formats is None:
+        return DEFAULT_FORMATS
+    items = formats.split(",") if isinstance(formats, str) else list(formats)
+    items = [f.strip().lower() for f in items if f.strip()]
+    unknown = [f for f in items if f not in OUTPUT_FORMATS]
+    if unknown or not items:
+        what = f"unknown format(s) {', '.join(unknown)}" if unknown else "no format given"
+        raise InputError(None, f"--format: {what}; choose a comma-separated list of "
+                         f"{', '.join(OUTPUT_FORMATS)} (default: {','.join(DEFAULT_FORMATS)})")
+    return tuple(f for f in OUTPUT_FORMATS if f in items)
+
+
+def output_path(out: Path, fmt: str, stem: str) -> Path:
+    """Where ``fmt`` writes the result of image ``stem`` (not for ``coco``: one file per run)."""
+    return {"tif": out / "labels" / f"{stem}.tif", "roi": out / "rois" / f"{stem}.zip",
+            "geojson": out / "geojson" / f"{stem}.geojson"}[fmt]
+
+
+def write_image_outputs(out: Path, name: str, masks: InstanceMasks, formats: Sequence[str],
+                        image: MicroscopyImage | None = None, missing_only: bool = False) -> None:
+    """Write the per-image files of ``formats`` (and the overlay when ``image`` is given).
+
+    Args:
+        name: the image's file name (outputs are named after its stem).
+        missing_only: write only files that do not exist yet (resumed runs).
+    """
+    from zeusseg.io.geojson import write_geojson
+    from zeusseg.io.imagej_rois import write_imagej_rois
+
+    stem = Path(name).stem
+    writers = {"tif": lambda p: write_label_tiff(p, masks),
+               "roi": lambda p: write_imagej_rois(p, masks),
+               "geojson": lambda p: write_geojson(p, masks, name)}
+    for fmt, write in writers.items():
+        path = output_path(out, fmt, stem)
+        if fmt in formats and not (missing_only and path.exists()):
+            write(path)
+    if image is not None:
+        write_overlay(out / "overlays" / f"{stem}.png", image, masks)
 
 
 def class_table(prompts: Sequence[str]) -> dict[int, str]:
@@ -123,12 +183,15 @@ def segment_paths(
     on_error: str = "stop",
     progress: bool = True,
     workers: int = 0,
+    formats: str | Sequence[str] | None = None,
 ) -> SegmentReport:
     """Run ``segmenter`` over image files and write every output atomically.
 
-    Outputs: ``out/labels/<stem>.tif`` (label TIFF with classes and scores),
-    ``out/overlays/<stem>.png`` and ``out/predictions.json`` (COCO, RLE, scores), the last
-    written once at the end from every label TIFF of this run.
+    Outputs (``formats``, default ``tif`` and ``coco``; see ``OUTPUT_FORMATS``):
+    ``out/labels/<stem>.tif`` (label TIFF with classes and scores), ``out/predictions.json``
+    (COCO, RLE, scores; written once at the end from every image of this run),
+    ``out/rois/<stem>.zip`` (ImageJ ROI set), ``out/geojson/<stem>.geojson`` (QuPath), and
+    ``out/overlays/<stem>.png`` unless ``overlays`` is False.
 
     Under ``accelerate launch`` (or ``torchrun``) with several processes, each process
     segments its share of ``paths`` and the main process writes the merged predictions
@@ -138,24 +201,30 @@ def segment_paths(
         on_error: ``stop`` re-raises the first InputError; ``skip`` records it and goes on.
         workers: decode images in this many worker processes ahead of the model
             (``zeusseg.inference_loader``; 0 = read each image when it is needed).
+        formats: output formats, a comma-separated string or a sequence (``parse_formats``).
 
     Raises:
-        InputError: a bad input file when ``on_error="stop"``, or an unwritable ``out``.
+        InputError: a bad input file when ``on_error="stop"``, an unwritable ``out``, an
+            unknown format, or ``skip_existing`` without the ``tif`` format it resumes from.
     """
     if on_error not in ("stop", "skip"):
         raise ValueError(f"on_error must be stop or skip, got {on_error!r}")
     from zeusseg.segment_parallel import world_size
 
+    formats = parse_formats(formats)
+    if skip_existing and "tif" not in formats:
+        raise InputError(None, "--skip-existing resumes from the label TIFFs in OUT/labels: "
+                         "add tif to --format")
     kwargs = dict(overlays=overlays, skip_existing=skip_existing, on_error=on_error,
-                  progress=progress, workers=workers)
+                  progress=progress, workers=workers, formats=formats)
     if world_size() > 1:
         from zeusseg.segment_parallel import segment_paths_parallel
 
         return segment_paths_parallel(paths, segmenter, out, prompts, **kwargs)
     out = prepare_output(out, paths)
-    report = SegmentReport(out=out)
+    report = SegmentReport(out=out, formats=formats)
     results = segment_loop(paths, segmenter, report, prompts, **kwargs)
-    if results.images:
+    if results.images and "coco" in formats:
         results.write(report.predictions)
     return report
 
@@ -167,7 +236,7 @@ def prepare_output(out: str | os.PathLike, paths: Sequence[Path]) -> Path:
         InputError: two inputs share a file stem (their outputs would collide).
     """
     out = Path(out)
-    for sub in (out, out / "labels", out / "overlays"):
+    for sub in (out, out / "labels", out / "overlays", out / "rois", out / "geojson"):
         if remove_stale_temp_files(sub):
             _logger.info("%s: removed temporary files of an interrupted run", sub)
     check_unique_stems(paths)
@@ -193,11 +262,14 @@ def segment_loop(
     on_error: str = "stop",
     progress: bool = True,
     workers: int = 0,
+    formats: Sequence[str] = DEFAULT_FORMATS,
 ) -> CocoAccumulator:
-    """Segment ``paths`` in order, write labels/overlays to ``report.out``, fill ``report``.
+    """Segment ``paths`` in order, write the per-image outputs of ``formats`` (and overlays) to
+    ``report.out``, fill ``report``.
 
     Returns:
-        The COCO annotations of every image done or kept (``skip_existing``), in path order.
+        The COCO annotations of every image done or kept (``skip_existing``), in path order
+        (none unless ``coco`` is one of ``formats``).
 
     Raises:
         InputError: the first bad input when ``on_error="stop"``.
@@ -215,7 +287,9 @@ def segment_loop(
                      disable=not progress or len(paths) < 2):
         path = item.path
         if item.existing is not None:
-            results.add(path.name, item.existing)
+            if "coco" in formats:
+                results.add(path.name, item.existing)
+            write_image_outputs(out, path.name, item.existing, formats, missing_only=True)
             report.skipped_existing.append(path.name)
             continue
         try:
@@ -229,10 +303,9 @@ def segment_loop(
             report.failed[path.name] = err.problem
             continue
         masks.class_names = dict(classes) or masks.class_names
-        write_label_tiff(out / "labels" / f"{path.stem}.tif", masks)
-        if overlays:
-            write_overlay(out / "overlays" / f"{path.stem}.png", image, masks)
-        results.add(path.name, masks)
+        write_image_outputs(out, path.name, masks, formats, image if overlays else None)
+        if "coco" in formats:
+            results.add(path.name, masks)
         report.done.append(path.name)
         report.instances += len(masks)
     return results

@@ -1,11 +1,12 @@
 """Folder runs over several processes (``accelerate launch -m zeusseg.segment ...``).
 
 Each process takes its contiguous share of the inputs (``PartialState.split_between_processes``)
-and writes the label TIFFs and overlays of its own images (atomically, one file per image, so
-processes never write the same file). The per-image COCO annotations (RLE strings, a few kB per
-image; never the label images) are gathered with ``gather_object``; the main process renumbers
-them in input order and writes ``predictions.json``, which is then identical to the file a
-single process writes. Every process returns the same merged ``SegmentReport``.
+and writes the per-image outputs of its own images (label TIFFs, overlays, ROI sets, GeoJSON;
+atomically, one file per image, so processes never write the same file). The per-image COCO
+annotations (RLE strings, a few kB per image; never the label images) are gathered with
+``gather_object``; the main process renumbers them in input order and writes
+``predictions.json``, which is then identical to the file a single process writes. Every
+process returns the same merged ``SegmentReport``.
 
 A failure in one process does not leave the others waiting: each process records what went
 wrong, the gather still happens, and then every process raises (the first bad input in input
@@ -112,6 +113,7 @@ def segment_paths_parallel(
 
     from zeusseg.io.coco import CocoAccumulator
     from zeusseg.segment import (
+        DEFAULT_FORMATS,
         SegmentReport,
         check_unique_stems,
         class_table,
@@ -120,13 +122,14 @@ def segment_paths_parallel(
     )
 
     state = distributed_state()
+    formats = kwargs.get("formats") or DEFAULT_FORMATS
     paths = [Path(p) for p in paths]
     out = Path(out)
     check_unique_stems(paths)  # same answer on every process: all raise or none
     if state.is_main_process:
         prepare_output(out, paths)  # temp-file clean-up must not race the other writers
     state.wait_for_everyone()
-    report = SegmentReport(out=out)
+    report = SegmentReport(out=out, formats=tuple(formats))
     kwargs["progress"] = kwargs.get("progress", True) and state.is_main_process
     problem: dict[str, Any] = {}
     own: Exception | None = None
@@ -148,9 +151,9 @@ def segment_paths_parallel(
         "problem": problem,
     }])
     order = {p.name: i for i, p in enumerate(paths)}
-    merged = _merge_reports(out, parts, order)
+    merged = _merge_reports(out, parts, order, tuple(formats))
     _raise_first_problem(parts, order, own)
-    if merged.done or merged.skipped_existing:
+    if (merged.done or merged.skipped_existing) and "coco" in formats:
         results = CocoAccumulator(class_table(prompts) or {1: "object"})
         merge_entries(results, [e for part in parts for e in part["entries"]], order)
         if state.is_main_process:
@@ -167,8 +170,9 @@ def _failed_name(err: InputError, shard: Sequence[Path]) -> str | None:
     return None
 
 
-def _merge_reports(out: Path, parts: list[dict], order: dict[str, int]):
-    from zeusseg.segment import SegmentReport
+def _merge_reports(out: Path, parts: list[dict], order: dict[str, int],
+                   formats: tuple[str, ...] | None = None):
+    from zeusseg.segment import DEFAULT_FORMATS, SegmentReport
 
     def ordered(names):
         return sorted(names, key=order.__getitem__)
@@ -176,6 +180,7 @@ def _merge_reports(out: Path, parts: list[dict], order: dict[str, int]):
     failed = {k: v for part in parts for k, v in part["failed"].items()}
     return SegmentReport(
         out=out,
+        formats=formats or DEFAULT_FORMATS,
         done=ordered([n for part in parts for n in part["done"]]),
         skipped_existing=ordered([n for part in parts for n in part["skipped"]]),
         failed={k: failed[k] for k in ordered(failed)},

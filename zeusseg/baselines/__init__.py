@@ -1,4 +1,5 @@
-"""Supervised baselines: Cascade Mask R-CNN (EVA-02 + simple pyramid) and Mask R-CNN R50-FPN.
+"""Supervised baselines: Mask R-CNN and Cascade Mask R-CNN on EfficientNet-Lite0-FPN (ImageNet
+weights, the CPU recipe), an EVA-02 simple pyramid or a ResNet-FPN.
 
 Names are imported lazily (PEP 562), so reading configs does not load torch.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
+    "EfficientNetFPN": "zeusseg.baselines.backbones",
     "backbone_origin": "zeusseg.baselines.backbones",
     "build_backbone": "zeusseg.baselines.backbones",
     "build_model": "zeusseg.baselines.build",

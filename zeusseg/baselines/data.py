@@ -40,14 +40,31 @@ def class_mapping(class_names: Mapping[int, str], agnostic: bool
     return {c: k for k, c in enumerate(ids, start=1)}, tuple(class_names[c] for c in ids)
 
 
-def dataset_loaders(name: str, data_root: str | None = None, max_images: int | None = None
+def dataset_loaders(name: str, data_root: str | None = None, max_images: int | None = None,
+                    names: Sequence[str] | None = None
                     ) -> tuple[list[str], list[Loader], dict[int, str]]:
-    """(sample names, one loader per sample, class names) of a registered dataset."""
+    """(sample names, one loader per sample, class names) of a registered dataset.
+
+    Args:
+        name: registered dataset.
+        data_root: shared data folder.
+        max_images: keep the first N samples (after ``names``).
+        names: only these samples (file stems), in this order (few-shot training).
+
+    Raises:
+        InputError: data root or dataset missing, or a name the dataset does not have.
+    """
     from zeusseg.datasets import get_dataset
+    from zeusseg.errors import InputError
     from zeusseg.io import read_image
 
     ds = get_dataset(name, data_root)
-    names = list(ds.names)[: max_images or None]
+    if names is not None:
+        unknown = [n for n in names if n not in set(ds.names)]
+        if unknown or not names:
+            raise InputError(None, f"data.names: {unknown or '[]'} not in dataset '{name}' "
+                             f"({len(ds)} samples, e.g. {', '.join(list(ds.names)[:3])})")
+    names = list(ds.names if names is None else names)[: max_images or None]
 
     def loader(n: str) -> Loader:
         return lambda: (read_image(ds.image_path(n)).data, ds.masks(n))

@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +52,8 @@ class TrainSummary:
     last_loss: float
     skipped_steps: int
     complete: bool
+    total_seconds: float = math.nan
+    """Training wall time over every session of the run (resumed runs add up)."""
 
 
 def latest_checkpoint(out: str | os.PathLike) -> tuple[Path, int] | None:
@@ -65,14 +67,34 @@ def latest_checkpoint(out: str | os.PathLike) -> tuple[Path, int] | None:
     return path, step
 
 
-def _lr_lambda(warmup: int, total: int):
+def _lr_lambda(warmup: int, total: int, time_used: Callable[[], float] | None = None):
+    """Linear warm-up, then cosine to 5 % of the peak over ``max(step, time)`` progress.
+
+    Args:
+        time_used: the share of the time budget spent so far (None: steps only).
+    """
+
     def f(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        progress = (step - warmup) / max(1, total - warmup)
+        if time_used is not None:
+            progress = max(progress, time_used())
+        progress = min(1.0, progress)
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
 
     return f
+
+
+class _Clock:
+    """Training seconds of the run: earlier sessions (``earlier``) + this one since ``start``."""
+
+    def __init__(self) -> None:
+        self.earlier = 0.0
+        self.start = time.monotonic()
+
+    def total(self) -> float:
+        return self.earlier + time.monotonic() - self.start
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -96,8 +118,9 @@ def train(cfg: BaselineConfig, *, out: str | os.PathLike | None = None, resume: 
         WeightsNotFoundError: a pretrained backbone file named in the config is missing.
     """
     names, loaders, class_names = dataset_loaders(cfg.data.dataset, cfg.data.data_root,
-                                                  cfg.data.max_images)
-    _logger.info("%s: %d training images", cfg.data.dataset, len(names))
+                                                  cfg.data.max_images, cfg.data.names)
+    _logger.info("%s: %d training images%s", cfg.data.dataset, len(names),
+                 f" ({', '.join(names)})" if cfg.data.names else "")
     return train_on(cfg, loaders, class_names, out=out, resume=resume, progress=progress)
 
 
@@ -135,8 +158,11 @@ def train_on(cfg: BaselineConfig, loaders: Sequence[Loader], class_names: Mappin
     dl = torch.utils.data.DataLoader(dataset, batch_size=tc.batch_size, shuffle=True,
                                      collate_fn=collate, num_workers=0, drop_last=False)
     optimizer = torch.optim.AdamW(_param_groups(model, tc.weight_decay), lr=tc.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
-                                                  _lr_lambda(tc.warmup_steps, tc.steps))
+    clock = _Clock()
+    budget = tc.time_budget_minutes * 60 if tc.time_budget_minutes else None
+    time_used = (lambda: clock.total() / budget) if budget else None
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(tc.warmup_steps, tc.steps, time_used))
     model, optimizer, dl, scheduler = accelerator.prepare(model, optimizer, dl, scheduler)
 
     start_step = 0
@@ -144,6 +170,7 @@ def train_on(cfg: BaselineConfig, loaders: Sequence[Loader], class_names: Mappin
     if found is not None:
         accelerator.load_state(str(found[0]))
         start_step = found[1]
+        clock.earlier = _earlier_seconds(out, start_step)
         accelerator.print(f"resumed from {found[0]} (step {start_step})")
     info = {"name": cfg.name, "dataset": cfg.data.dataset, "config": to_dict(cfg)}
 
@@ -152,17 +179,22 @@ def train_on(cfg: BaselineConfig, loaders: Sequence[Loader], class_names: Mappin
         if accelerator.is_main_process:
             _save_checkpoint(accelerator, out, step, tc.keep_checkpoints)
             save_run_model(accelerator.unwrap_model(model), model_cfg, out,
-                           {**info, "steps_done": step, "complete": complete})
+                           {**info, "steps_done": step, "complete": complete,
+                            "train_seconds": round(clock.total(), 1),
+                            "torch_threads": torch.get_num_threads()})
+
+    def budget_spent() -> bool:
+        return budget is not None and clock.total() >= budget
 
     spe = len(dl)
     epoch, skip = divmod(start_step, spe)
     step, skipped, last_loss = start_step, 0, math.nan
-    t0 = last_save = time.monotonic()
+    t0 = last_save = clock.start = time.monotonic()
     bar = tqdm(total=tc.steps, initial=step, desc=f"train {cfg.name}", unit="step",
                disable=not progress or not accelerator.is_local_main_process)
     log_path = out / LOG_FILE
     out.mkdir(parents=True, exist_ok=True)
-    stop = step >= tc.steps
+    stop = step >= tc.steps or budget_spent()
     while not stop:
         dl.set_epoch(epoch)
         dataset.set_epoch(epoch)
@@ -190,7 +222,7 @@ def train_on(cfg: BaselineConfig, loaders: Sequence[Loader], class_names: Mappin
                 _append_log(log_path, step, losses, scheduler.get_last_lr()[0], t0)
             now = time.monotonic()
             out_of_time = tc.max_minutes is not None and now - t0 >= tc.max_minutes * 60
-            stop = step >= tc.steps or out_of_time
+            stop = step >= tc.steps or out_of_time or budget_spent()
             if stop:
                 break
             if now - last_save >= tc.save_every_minutes * 60:
@@ -198,11 +230,31 @@ def train_on(cfg: BaselineConfig, loaders: Sequence[Loader], class_names: Mappin
                 last_save = time.monotonic()
         epoch += 1
     bar.close()
-    save(step, complete=step >= tc.steps)
+    complete = step >= tc.steps or budget_spent()
+    save(step, complete=complete)
     accelerator.end_training()
     return TrainSummary(out=out, steps_done=step, start_step=start_step,
                         seconds=time.monotonic() - t0, last_loss=last_loss,
-                        skipped_steps=skipped, complete=step >= tc.steps)
+                        skipped_steps=skipped, complete=complete, total_seconds=clock.total())
+
+
+def _earlier_seconds(out: Path, step: int) -> float:
+    """Training seconds of the sessions before a resume at ``step`` (0 when unknown).
+
+    ``config.yaml`` is written together with each checkpoint, so its ``train_seconds`` belong
+    to the checkpoint the run resumes from when their step counts agree.
+    """
+    import yaml
+
+    from zeusseg.baselines.build import CONFIG_FILE
+
+    try:
+        meta = yaml.safe_load((out / CONFIG_FILE).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return 0.0
+    if not isinstance(meta, dict) or meta.get("steps_done") != step:
+        return 0.0
+    return float(meta.get("train_seconds") or 0.0)
 
 
 def _append_log(path: Path, step: int, losses: dict[str, torch.Tensor], lr: float,

@@ -13,8 +13,11 @@ _logger = logging.getLogger(__name__)
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "baseline",
-        help="train or run a supervised baseline (Cascade Mask R-CNN / Mask R-CNN)",
-        description="Supervised baselines trained on your own annotations. See docs/baselines.md.",
+        help="train or run a supervised baseline (Mask R-CNN / Cascade Mask R-CNN)",
+        description="Supervised detectors trained on your own annotations: Mask R-CNN and "
+        "Cascade Mask R-CNN on an ImageNet EfficientNet-Lite0-FPN (the CPU recipe, "
+        "configs/baseline/*-effnet-*.yaml), an EVA-02 pyramid or a ResNet-FPN (GPU configs). "
+        "See docs/baselines.md.",
     )
     sub = p.add_subparsers(dest="baseline_command", metavar="ACTION", required=True)
 
@@ -30,7 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--data-root", default=None, help="shared data folder (or ZEUSSEG_DATA_ROOT)")
     t.add_argument("--steps", type=int, default=None, help="override train.steps")
     t.add_argument("--max-minutes", type=float, default=None,
-                   help="stop (after saving) after this many minutes; rerun to resume")
+                   help="stop this session (after saving) after this many minutes; rerun to "
+                   "resume")
+    t.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
+                   help="override train.time_budget_minutes: total training minutes over all "
+                   "sessions, followed by the cosine schedule")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     t.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -65,6 +72,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in (("train.steps", args.steps),
                                    ("train.max_minutes", args.max_minutes),
+                                   ("train.time_budget_minutes", args.time_budget),
                                    ("train.num_threads", args.threads),
                                    ("data.data_root", args.data_root)) if v is not None}
     cfg = load_config(args.config, overrides)
@@ -74,8 +82,9 @@ def run_train(args: argparse.Namespace) -> int:
           f"(backbone: {backbone_origin(cfg.model.backbone)})")
     s = train(cfg, out=args.out, resume=not args.no_resume, progress=not args.no_progress)
     state = "complete" if s.complete else "stopped early (run again to resume)"
-    print(f"steps {s.start_step} -> {s.steps_done} of {cfg.train.steps} in {s.seconds:.0f} s, "
-          f"last loss {s.last_loss:.3f}; {state}")
+    print(f"steps {s.start_step} -> {s.steps_done} of {cfg.train.steps} in {s.seconds:.0f} s "
+          f"({s.total_seconds / 60:.1f} min of training in all), last loss {s.last_loss:.3f}; "
+          f"{state}")
     if s.skipped_steps:
         print(f"{s.skipped_steps} step(s) skipped for a non-finite loss")
     print(f"model: {s.out / 'model.safetensors'}")

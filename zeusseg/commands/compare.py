@@ -18,14 +18,25 @@ OUT/per_class.csv, OUT/bar_chart.png, OUT/pr_curve.png, OUT/montage.png and OUT/
 Methods: {", ".join(METHODS)}.
   classical       Otsu + watershed floor (no model)
   zeus, zeus-lora the text-prompted model, zero-shot or with --zeus-adapter
-  cascade-eva02, maskrcnn
-                  supervised baselines trained with `zeusseg baseline train`; their run folders
-                  are RUNS_DIR/<method> (--runs-dir, ZEUSSEG_RUNS_DIR, default runs/baselines)
+  unet            the supervised dense baseline: a plain U-Net trained with `zeusseg train
+                  --config configs/unet/unet-plain-visn.yaml`, given by --unet-model DIR
+  maskrcnn, cascade, cascade-eva02, maskrcnn-r50
+                  supervised detectors trained with `zeusseg baseline train` (maskrcnn and
+                  cascade: the EfficientNet-Lite0-FPN CPU recipe); their run folders are
+                  RUNS_DIR/<method> (--runs-dir, ZEUSSEG_RUNS_DIR, default runs/baselines)
+
+Every method's row has sec_per_image (time inside the segmenter, no file I/O); the methods list
+gives each trained model's provenance (backbone weights, training data, steps, training time).
 
 Predictions are cached in CACHE/<method>/labels (default CACHE = OUT/predictions): a method whose
 cache covers every image is not run again, so its model is not needed. A method with neither
 cached predictions nor a model is an error (exit 2) that says what to train; --skip-missing
-skips it instead and the report lists it as skipped."""
+skips it instead and the report lists it as skipped.
+
+Predictions of other tools: put a COCO results list (the JSON list of {{image_id, category_id,
+segmentation, score}} that detectron2, mmdetection and COCO.loadRes use; image ids those of the
+dataset's annotations.json) in CACHE/<name>/results.json, or label TIFFs <image>.tif in
+CACHE/<name>/labels, and add <name> to --methods (e.g. --methods classical,detectron2)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     inp.add_argument("--dataset", required=True, help="registered dataset, e.g. visn-val")
     inp.add_argument("--data-root", default=None, help="shared data folder (or ZEUSSEG_DATA_ROOT)")
     inp.add_argument("--methods", default="classical,zeus",
-                     help="comma-separated methods (default: %(default)s)")
+                     help="comma-separated methods (default: %(default)s); another name "
+                     "compares the predictions cached under it (see below)")
     inp.add_argument("--limit", type=int, default=None,
                      help="only the first N images (quick check; scores only those)")
     mod = p.add_argument_group("Model")
@@ -47,10 +59,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="folder of trained baselines (RUNS_DIR/<method>/model.safetensors)")
     mod.add_argument("--zeus-model", default=None, help="zeus model name or checkpoint")
     mod.add_argument("--zeus-adapter", default=None, help="LoRA adapter folder for zeus-lora")
+    mod.add_argument("--unet-model", default=None, metavar="DIR",
+                     help="trained U-Net folder for unet (a `zeusseg train` run's best/)")
     mod.add_argument("-p", "--prompt", action="append", default=None,
                      help="prompt(s) for classical/zeus (default: the dataset's prompt)")
     mod.add_argument("--score-thresh", type=float, default=0.5,
-                     help="minimum detection score of the baselines (%(default)s)")
+                     help="minimum detection score of the detectors (%(default)s)")
     mod.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     out = p.add_argument_group("Output")
     out.add_argument("-o", "--out", default="compare_report", help="report folder (%(default)s)")
@@ -74,11 +88,11 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise InputError(None, f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    if not methods:
+        raise InputError(None, f"--methods is empty; choose from {', '.join(METHODS)}")
     opts = MethodOptions(zeus_model=args.zeus_model, zeus_adapter=args.zeus_adapter,
-                         prompts=tuple(args.prompt or ()), score_thresh=args.score_thresh)
+                         unet_model=args.unet_model, prompts=tuple(args.prompt or ()),
+                         score_thresh=args.score_thresh)
     if args.runs_dir:
         opts.runs_dir = Path(args.runs_dir)
     comp = run_compare(args.dataset, methods, args.out, cache=args.cache, opts=opts,

@@ -13,6 +13,10 @@ Score predicted instance masks against ground truth. Images are paired by file n
 of label images (PNG/TIFF, 0 = background; TIFFs written by 'zeusseg segment' carry classes
 and scores), or a folder holding annotations.json or labels/ (e.g. the OUT of 'zeusseg
 segment'); GT may also be a dataset name such as visn-val or coelho-u2os.
+PRED may also be a COCO results list (a JSON list of {image_id, category_id, segmentation,
+score}, as written by detectron2, mmdetection or COCO.loadRes): its image ids are paired with
+file names through the 'images' of GT, which must then be COCO (a JSON, a folder holding
+annotations.json, or a COCO dataset such as visn-val).
 
 Metrics (full definitions in docs/metrics.md):
   apT        cellpose/CellSeg1 AP = TP/(TP+FP+FN) at IoU >= T, one-to-one Hungarian matching
@@ -55,7 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     inp = p.add_argument_group("Input")
     inp.add_argument("--pred", required=True, metavar="PRED",
-                     help="predictions: COCO JSON, label-image folder, or a segment OUT folder")
+                     help="predictions: COCO JSON, COCO results list, label-image folder, or "
+                     "a segment OUT folder")
     inp.add_argument("--gt", required=True, metavar="GT",
                      help="ground truth: COCO JSON, label-image folder, dataset folder or name")
     inp.add_argument("--data-root", default=None,

@@ -6,7 +6,15 @@ import argparse
 import logging
 
 from zeusseg.errors import InputError
-from zeusseg.segment import DEFAULT_METHOD, METHODS, run_segment
+from zeusseg.segment import (
+    DEFAULT_FORMATS,
+    DEFAULT_METHOD,
+    METHODS,
+    OUTPUT_FORMATS,
+    output_path,
+    parse_formats,
+    run_segment,
+)
 from zeusseg.tiling import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE
 
 _logger = logging.getLogger(__name__)
@@ -17,10 +25,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "segment",
         help="segment an image or a folder of images",
         description=(
-            "Segment every image (PNG, JPEG, TIFF; 8/16-bit, grey/RGB) of IMG_OR_DIR. Writes "
-            "OUT/labels/<name>.tif (instance labels with classes and scores, opens in napari "
-            "and Fiji), OUT/overlays/<name>.png and OUT/predictions.json (COCO, RLE)."
+            "Segment every image (PNG, JPEG, TIFF; 8/16-bit, grey/RGB) of IMG_OR_DIR. Writes\n"
+            "OUT/labels/<name>.tif (instance labels with classes and scores, opens in napari\n"
+            "and Fiji), OUT/overlays/<name>.png and OUT/predictions.json (COCO, RLE); --format\n"
+            "adds ImageJ/Fiji ROI sets (OUT/rois/<name>.zip) and QuPath GeoJSON\n"
+            "(OUT/geojson/<name>.geojson). Every file is written atomically."
         ),
+        epilog="output formats (--format, comma-separated):\n" + "\n".join(
+            f"  {k:<8} {v}" for k, v in OUTPUT_FORMATS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     inp = p.add_argument_group("Input")
     inp.add_argument(
@@ -95,6 +108,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     out = p.add_argument_group("Output")
     out.add_argument("-o", "--out", default="zeusseg_output", help="output folder (%(default)s)")
+    out.add_argument(
+        "--format", default=",".join(DEFAULT_FORMATS), metavar="FMT[,FMT...]",
+        help=f"what to write, a comma-separated list of {', '.join(OUTPUT_FORMATS)} (see "
+        "below; default: %(default)s)",
+    )
     out.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
     out.add_argument(
         "--skip-existing",
@@ -122,6 +140,10 @@ def run(args: argparse.Namespace) -> int:
     if args.tile_size and args.tile_overlap >= args.tile_size:
         raise InputError(None, f"--tile-overlap {args.tile_overlap} must be smaller than "
                          f"--tile-size {args.tile_size}")
+    formats = parse_formats(args.format)
+    if args.skip_existing and "tif" not in formats:
+        raise InputError(None, "--skip-existing resumes from the label TIFFs in OUT/labels: "
+                         "add tif to --format")
     decode = {k: getattr(args, k) for k in DECODE_FLAGS if getattr(args, k) is not None}
     for key, value in decode.items():
         flag = "--" + key.replace("_", "-")
@@ -151,16 +173,22 @@ def run(args: argparse.Namespace) -> int:
         overlays=not args.no_overlay,
         skip_existing=args.skip_existing,
         on_error=args.on_error,
+        formats=formats,
         segment_kwargs={"tile_size": args.tile_size or None, "tile_overlap": args.tile_overlap,
                         "use_class_head": not args.no_class_head, "tta": args.tta, **decode},
     )
     n = len(report.done) + len(report.skipped_existing)
     print(f"segmented {n} image(s), {report.instances} new instance(s)")
     if n:
-        print(f"labels:      {report.out / 'labels'}")
+        where = {fmt: output_path(report.out, fmt, "x").parent for fmt in formats
+                 if fmt != "coco"}
+        for title, fmt in (("labels", "tif"), ("rois", "roi"), ("geojson", "geojson")):
+            if fmt in where:
+                print(f"{title + ':':<13}{where[fmt]}")
         if not args.no_overlay:
             print(f"overlays:    {report.out / 'overlays'}")
-        print(f"predictions: {report.predictions}")
+        if "coco" in formats:
+            print(f"predictions: {report.predictions}")
     if report.failed:
         print(f"skipped {len(report.failed)} bad file(s):")
         for name, problem in report.failed.items():

@@ -32,6 +32,7 @@ from zeusseg.errors import InputError
 from zeusseg.evaluation import EvaluationResult, evaluate, write_report
 from zeusseg.evaluation.scoring import PER_CLASS
 from zeusseg.io.atomic import write_text_atomic
+from zeusseg.structures import InstanceMasks
 
 _logger = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def run_compare(
         MethodUnavailable: a method cannot run and ``skip_missing`` is False.
         InputError: no, unknown or repeated method; missing dataset.
     """
-    from zeusseg.compare.methods import check_available
+    from zeusseg.compare.methods import check_available, check_method_name, is_cached
     from zeusseg.datasets import get_dataset
 
     if len(set(methods)) != len(methods) or not methods:
@@ -143,9 +144,9 @@ def run_compare(
     comp = Comparison(dataset=dataset, runs={}, results={}, n_images=len(names))
     missing = {}
     for m in methods:  # fail early, before any long run, unless cached predictions exist
-        cached = all((cache / m / "labels" / f"{n}.tif").is_file() for n in names)
+        check_method_name(m)
         try:
-            if rerun or not cached:
+            if rerun or not is_cached(cache / m, names):
                 check_available(m, opts)
         except MethodUnavailable as err:
             missing[m] = str(err)
@@ -166,7 +167,7 @@ def run_compare(
                 raise
             comp.skipped[m] = str(err)
             continue
-        comp.results[m] = evaluate(comp.runs[m].pred_dir, dataset, per_class=True,
+        comp.results[m] = evaluate(comp.runs[m].source, dataset, per_class=True,
                                    only_predicted=limit is not None, data_root=data_root)
     comp.table = comparison_table(comp.results, comp.runs)
     return comp
@@ -205,10 +206,19 @@ def write_compare_report(comp: Comparison, out: str | os.PathLike, *, data_root=
 
     out = Path(out)
     gt = load_label_set(comp.dataset, data_root)
-    names = [n for n in gt.masks if all((r.pred_dir / f"{n}.tif").is_file()
-                                        for r in comp.runs.values())]
-    preds = {m: {n: read_label_image(r.pred_dir / f"{n}.tif") for n in names}
-             for m, r in comp.runs.items()}
+    results = {m: load_label_set(r.results, data_root, ids_from=gt).masks
+               for m, r in comp.runs.items() if r.results is not None}
+    names = [n for n in gt.masks if all(r.results is not None or (r.pred_dir / f"{n}.tif")
+                                        .is_file() for r in comp.runs.values())]
+
+    def masks_of(m: str, n: str) -> InstanceMasks:
+        if m in results:
+            if n in results[m]:
+                return results[m][n]
+            return InstanceMasks(labels=np.zeros(gt.masks[n].shape, np.int32))  # no result
+        return read_label_image(comp.runs[m].pred_dir / f"{n}.tif")
+
+    preds = {m: {n: masks_of(m, n) for n in names} for m in comp.runs}
     comp.n_true = sum(len(gt.masks[n]) for n in names)
     gt_classes = list(gt.class_names.values())
     pred_classes = {m: comp.runs[m].class_names or sorted(

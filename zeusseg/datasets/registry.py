@@ -152,6 +152,11 @@ class Dataset:
             self.names = [p.stem for p in stems if spec.select(p.stem)]
 
     @property
+    def coco(self):
+        """The ``CocoDataset`` of a ``coco`` dataset (all its images, every split); else None."""
+        return self._coco
+
+    @property
     def class_names(self) -> dict[int, str]:
         """Category id -> name (one class, named after the prompt, for label datasets)."""
         return dict(self._coco.categories) if self._coco else {1: self.spec.prompt}

@@ -2,7 +2,9 @@
 
 Either side may be a COCO JSON, a folder of label images (PNG/TIFF; TIFFs written by zeusseg
 carry class ids and scores), a dataset folder holding ``annotations.json`` or ``labels/``, or
-(for the ground truth) a registered dataset name such as ``visn-val``.
+(for the ground truth) a registered dataset name such as ``visn-val``. The predictions may also
+be a COCO *results list* (detectron2, mmdetection, ``COCO.loadRes``), whose ``image_id``s are
+paired with file names through the ``images`` of a COCO ground truth.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from zeusseg.evaluation.scoring import (
     image_counts,
     scores,
 )
+from zeusseg.io.coco import CocoDataset, read_coco
 from zeusseg.metrics import match_image
 from zeusseg.structures import InstanceMasks
 
@@ -47,12 +50,15 @@ class LabelSet:
         masks: stem -> masks.
         origin: stem -> (file to name in an error, prefix of the problem text).
         class_names: class id -> name.
+        coco: the COCO dataset the set was read from (None for label images); its image ids
+            pair a COCO results list with this set.
     """
 
     source: str
     masks: dict[str, InstanceMasks]
     origin: dict[str, tuple[str, str]] = field(default_factory=dict)
     class_names: dict[int, str] = field(default_factory=dict)
+    coco: CocoDataset | None = None
 
 
 @dataclass
@@ -104,17 +110,21 @@ def _json_number(v: float) -> float | int | None:
     return int(v) if float(v).is_integer() and abs(v) > 1 else round(float(v), 6)
 
 
-def load_label_set(source: str | os.PathLike, data_root: str | os.PathLike | None = None
-                   ) -> LabelSet:
+def load_label_set(source: str | os.PathLike, data_root: str | os.PathLike | None = None,
+                   ids_from: LabelSet | None = None) -> LabelSet:
     """Load a COCO JSON, a label-image folder, a dataset folder or a registered dataset.
 
+    Also a COCO results list, paired through the image ids of ``ids_from`` (the ground truth,
+    read from COCO); the set then holds the images with at least one result.
+
     Raises:
-        InputError: missing path, unknown dataset name, not COCO, unreadable label image.
+        InputError: missing path, unknown dataset name, not COCO, unreadable label image; a
+            results list without a COCO ``ids_from``, or with bad entries or unknown image ids.
     """
     path = Path(source)
     if path.is_dir():
         if (path / "annotations.json").is_file():
-            return _load_coco(path / "annotations.json")
+            return _coco_set(read_coco(path / "annotations.json"))
         files = _label_files(path)
         if not files and (path / "labels").is_dir():
             path, files = path / "labels", _label_files(path / "labels")
@@ -125,14 +135,19 @@ def load_label_set(source: str | os.PathLike, data_root: str | os.PathLike | Non
     if path.is_file():
         if path.suffix.lower() != ".json":
             raise InputError(path, "expected a COCO .json file or a folder of label images")
-        return _load_coco(path)
+        from zeusseg.io.coco_results import is_results_list
+
+        if is_results_list(path):
+            return _load_results(path, ids_from)
+        return _coco_set(read_coco(path))
     from zeusseg.datasets import DATASETS, get_dataset
 
     if str(source) in DATASETS:
         ds = get_dataset(str(source), data_root)
         origin = {n: (str(ds.root / ("annotations.json" if ds.spec.kind == "coco" else
                                      f"labels/{n}.png")), "") for n in ds.names}
-        return LabelSet(str(source), {n: ds.masks(n) for n in ds.names}, origin, ds.class_names)
+        return LabelSet(str(source), {n: ds.masks(n) for n in ds.names}, origin, ds.class_names,
+                        ds.coco)
     raise InputError(path, "no such file or folder (nor a registered dataset name)")
 
 
@@ -156,11 +171,10 @@ def _load_folder(folder: Path, files: list[Path]) -> LabelSet:
     return out
 
 
-def _load_coco(path: Path) -> LabelSet:
-    from zeusseg.io.coco import read_coco
-
-    coco = read_coco(path)
-    out = LabelSet(str(path), {}, {}, dict(coco.categories))
+def _coco_set(coco: CocoDataset) -> LabelSet:
+    """The masks of every image of ``coco``, keyed by file stem."""
+    path = coco.path
+    out = LabelSet(str(path), {}, {}, dict(coco.categories), coco)
     for image_id, info in coco.images.items():
         stem = Path(info["file_name"]).stem
         if stem in out.masks:
@@ -168,6 +182,21 @@ def _load_coco(path: Path) -> LabelSet:
         out.masks[stem] = coco.masks(image_id)
         out.origin[stem] = (str(path), f"image '{info['file_name']}': ")
     return out
+
+
+def _load_results(path: Path, ids_from: LabelSet | None) -> LabelSet:
+    from zeusseg.io.coco_results import read_coco_results
+
+    if ids_from is None:  # read as the ground truth
+        raise InputError(path, "a COCO results list (predictions without file names), not a "
+                         "COCO dataset; score it with --pred against a COCO --gt")
+    if ids_from.coco is None:
+        raise InputError(path, f"a COCO results list needs a COCO ground truth whose 'images' "
+                         f"map its image ids to file names, but the ground truth "
+                         f"{ids_from.source} is not a COCO dataset (give --gt a COCO JSON, a "
+                         "folder with annotations.json, or a COCO dataset name)")
+    results = read_coco_results(path, ids_from.coco)
+    return _coco_set(results)
 
 
 def _pair(pred: LabelSet, gt: LabelSet, only_predicted: bool, remap: Mapping[int, int]
@@ -260,7 +289,8 @@ def evaluate(
     are logged as warnings.
 
     Args:
-        pred: COCO JSON, label-image folder or dataset folder.
+        pred: COCO JSON, COCO results list (paired through ``gt``'s image ids; ``gt`` must then
+            be COCO), label-image folder or dataset folder.
         gt: the same kinds, or a registered dataset name (``visn-val``, ``coelho-u2os``...).
         thresholds: IoU thresholds reported as ``ap<t>`` columns (the 0.50:0.95 mean, F1@0.5
             and F1@0.8 are always computed).
@@ -274,7 +304,7 @@ def evaluate(
         ValueError: a threshold outside (0, 1].
     """
     gt_set = load_label_set(gt, data_root)
-    pred_set = load_label_set(pred, data_root)
+    pred_set = load_label_set(pred, data_root, ids_from=gt_set)
     remap = _class_remap(pred_set.class_names, gt_set.class_names)
     names, gts, preds, missing, unmatched = _pair(pred_set, gt_set, only_predicted, remap)
     class_names = {**{remap.get(k, k): v for k, v in pred_set.class_names.items()},

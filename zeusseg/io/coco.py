@@ -119,6 +119,9 @@ def read_coco(path: str | os.PathLike) -> CocoDataset:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InputError(path, f"not valid JSON ({err})") from err
+    if isinstance(data, list):
+        raise InputError(path, "not a COCO dataset (top level is a list: a COCO results list, "
+                         "which is read as predictions paired with a COCO ground truth)")
     _require(isinstance(data, dict), path, "not a COCO dataset (top level is not an object)")
     for key in ("images", "annotations", "categories"):
         _require(key in data, path, f"not a COCO dataset (missing key '{key}')")
