@@ -81,3 +81,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def folder(tmp_path: Path, disks_image: np.ndarray) -> Path:
+    """A folder of two PNGs: the disks image (a.png) and its inverse (b.png)."""
+    from PIL import Image
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    Image.fromarray(disks_image).save(d / "a.png")
+    Image.fromarray(255 - disks_image).save(d / "b.png")
+    return d

@@ -9,7 +9,6 @@ import zipfile
 import numpy as np
 import pytest
 import roifile
-from PIL import Image
 from skimage.draw import disk
 
 from zeusseg.__main__ import main
@@ -146,15 +145,6 @@ def test_empty_image_gives_empty_sets(tmp_path):
     assert roifile.roiread(write_imagej_rois(tmp_path / "e.zip", empty)) == []
     data = json.loads(write_geojson(tmp_path / "e.geojson", empty).read_text())
     assert data == {"type": "FeatureCollection", "features": []}
-
-
-@pytest.fixture
-def folder(tmp_path, disks_image):
-    d = tmp_path / "imgs"
-    d.mkdir()
-    Image.fromarray(disks_image).save(d / "a.png")
-    Image.fromarray(255 - disks_image).save(d / "b.png")
-    return d
 
 
 def test_segment_writes_every_format(folder, tmp_path, capsys):

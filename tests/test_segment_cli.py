@@ -13,15 +13,6 @@ from zeusseg.io import read_coco, read_label_image
 from .conftest import REPO
 
 
-@pytest.fixture
-def folder(tmp_path, disks_image):
-    d = tmp_path / "imgs"
-    d.mkdir()
-    Image.fromarray(disks_image).save(d / "a.png")
-    Image.fromarray(255 - disks_image).save(d / "b.png")
-    return d
-
-
 def test_segment_folder_writes_all_outputs(folder, tmp_path, capsys):
     out = tmp_path / "out"
     rc = main(["segment", str(folder), "--method", "classical", "-p", "nuclei", "-o", str(out)])

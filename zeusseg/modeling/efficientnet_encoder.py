@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from zeusseg.modeling.efficientnet_lite import load_efficientnet_lite_state, timm_arch
-from zeusseg.modeling.image_encoder import Block, ImageFeatures
+from zeusseg.modeling.image_encoder import Block, ImageFeatures, run_blocks
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -124,13 +124,7 @@ class EfficientNetHybridEncoder(nn.Module):
         self, feats: ImageFeatures, hook: Callable[[int, Tensor], Tensor] | None = None
     ) -> ImageFeatures:
         """ViT blocks on the tokens of ``forward_stem`` (``hook(i, tokens)`` after block i)."""
-        x = feats.tokens
-        for i, blk in enumerate(self.blocks):
-            x = blk(x)
-            if hook is not None:
-                x = hook(i, x)
-        return ImageFeatures(tokens=self.norm(x), grid=feats.grid, skips=feats.skips,
-                             skip_strides=feats.skip_strides, stride=feats.stride)
+        return run_blocks(self.blocks, self.norm, feats, hook)
 
     def forward(self, image: Tensor) -> ImageFeatures:
         """(B, 1, H, W) standardised image -> ImageFeatures (late fusion: the whole encoder)."""

@@ -52,6 +52,21 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def run_blocks(
+    blocks: nn.ModuleList, norm: nn.Module, feats: ImageFeatures,
+    hook: Callable[[int, Tensor], Tensor] | None = None,
+) -> ImageFeatures:
+    """Transformer ``blocks`` then ``norm`` on ``feats.tokens`` (``hook(i, tokens)`` after
+    block ``i``); the other fields of ``feats`` pass through."""
+    x = feats.tokens
+    for i, blk in enumerate(blocks):
+        x = blk(x)
+        if hook is not None:
+            x = hook(i, x)
+    return ImageFeatures(tokens=norm(x), grid=feats.grid, skips=feats.skips,
+                         skip_strides=feats.skip_strides, stride=feats.stride)
+
+
 class ImageEncoderHybrid(nn.Module):
     """Conv stem (strides 2, 4, 8) + patch embedding + ViT blocks.
 
@@ -138,15 +153,7 @@ class ImageEncoderHybrid(nn.Module):
         Returns:
             ImageFeatures with the final, normalised tokens (B, N_tokens, C).
         """
-        x = feats.tokens
-        for i, blk in enumerate(self.blocks):
-            x = blk(x)
-            if hook is not None:
-                x = hook(i, x)
-        return ImageFeatures(
-            tokens=self.norm(x), grid=feats.grid, skips=feats.skips,
-            skip_strides=feats.skip_strides, stride=feats.stride,
-        )
+        return run_blocks(self.blocks, self.norm, feats, hook)
 
     def forward(self, image: Tensor) -> ImageFeatures:
         """(B, C_in, H, W) image -> ImageFeatures (tokens (B, H/s * W/s, C), skips)."""
