@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     from zeusseg.training.data import ValidationSet
     from zeusseg.training.lora import base_fingerprint, load_adapter, remove_adapter
     from zeusseg.training.validate import validate
-    from zeusseg.zeus_segmenter import load_zeus
+    from zeusseg.inference.zeus_segmenter import load_zeus
 
     torch.set_num_threads(args.threads)
     base = load_zeus(args.model)

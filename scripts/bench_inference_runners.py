@@ -60,7 +60,7 @@ class ZeusRunner:
     """zeusseg inference: batched single-pass engine and the per-file ``zeusseg segment`` path.
 
     Args:
-        model: a zeus model name or folder (``zeusseg.zeus_segmenter.load_zeus``).
+        model: a zeus model name or folder (``zeusseg.inference.zeus_segmenter.load_zeus``).
         device: where the model runs.
         bf16: bf16 autocast around the encoder and the decoder.
         channels_last: channels-last weights and inputs for the convolutions.
@@ -71,7 +71,7 @@ class ZeusRunner:
     def __init__(self, model: str, device: torch.device, *, bf16: bool = False,
                  channels_last: bool = False, compile: bool = False, embedder=None) -> None:
         from zeusseg.predictor import ZeusPredictor
-        from zeusseg.zeus_segmenter import load_zeus
+        from zeusseg.inference.zeus_segmenter import load_zeus
 
         net = load_zeus(model).to(device).eval()
         if channels_last:
@@ -150,7 +150,7 @@ class ZeusRunner:
         """
         from zeusseg.io import read_image, write_label_tiff, write_overlay
         from zeusseg.io.coco import CocoAccumulator
-        from zeusseg.zeus_segmenter import segment_image
+        from zeusseg.inference.zeus_segmenter import segment_image
 
         clock = _Clock(self.device)
         image = read_image(path)
@@ -169,7 +169,7 @@ class ZeusRunner:
 
 def decode_probs(probs: np.ndarray, prompts: list[str], shape: tuple[int, int]) -> np.ndarray:
     """(P, 3, h, w) probabilities -> (H, W) int32 labels at the full size ``shape``."""
-    from zeusseg.instance_segmentation import assign_classes, decode_instances
+    from zeusseg.inference.instance_segmentation import assign_classes, decode_instances
     from zeusseg.training.scaling import resize_labels
 
     if len(prompts) == 1:

@@ -6,7 +6,7 @@ Usage::
     .venv/bin/python scripts/bench_memory.py --n 2000 --method zeus --size 512
 
 Writes N synthetic images (disks on noise, ``--size`` px square) to a temporary folder,
-segments them in this process through ``zeusseg.segment.segment_paths`` (the code behind
+segments them in this process through ``zeusseg.inference.folder_run.segment_paths`` (the code behind
 ``zeusseg segment``), and prints the resident set size (RSS) after 10 images, at the middle
 and at the end. Memory is flat when the end RSS is within a few MB of the early one.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from zeusseg.segment import build_segmenter, segment_paths
+from zeusseg.inference.folder_run import build_segmenter, segment_paths
 
 
 def rss_mb() -> float:

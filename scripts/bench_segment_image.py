@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from zeusseg.io import read_image
-from zeusseg.zeus_segmenter import load_zeus, segment_image
+from zeusseg.inference.zeus_segmenter import load_zeus, segment_image
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = {  # example image -> prompt

@@ -61,7 +61,7 @@ def run_one(size: int, tile_size: int, prompt: str) -> dict:
     from zeusseg.structures import MicroscopyImage
     from zeusseg.tiling import TileGrid
     from zeusseg.training.scaling import scaled_shape
-    from zeusseg.zeus_segmenter import segment_image
+    from zeusseg.inference.zeus_segmenter import segment_image
 
     torch.set_num_threads(1)
     pred = ZeusPredictor(build_zeus("zeus-default"))

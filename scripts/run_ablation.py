@@ -191,7 +191,7 @@ def score_model(model, spec: dict[str, Any], embedder=None, instruction_mode: st
     from zeusseg.evaluation import evaluate_masks
     from zeusseg.io.images import read_image
     from zeusseg.predictor import ZeusPredictor
-    from zeusseg.zeus_segmenter import segment_image
+    from zeusseg.inference.zeus_segmenter import segment_image
 
     predictor = ZeusPredictor(model.eval(), embedder)
     text_of = _text_of(instruction_mode, instruction_cache)
@@ -220,7 +220,7 @@ def _text_of(mode: str | None, cache_path):
     ``zeusseg segment --instruction-mode`` makes them."""
     if mode not in ("template", "llm"):
         return None
-    from zeusseg.segment import instruction_text_of
+    from zeusseg.inference.folder_run import instruction_text_of
 
     return instruction_text_of(mode, cache_path)
 
@@ -389,7 +389,7 @@ def run_ablation(spec: dict[str, Any], *, embedder=None,
             model's text encoder.
         only: run just these variants (the tables still hold every finished run).
     """
-    import zeusseg.zeus_segmenter  # noqa: F401 (imported now: one scoring code for the grid)
+    import zeusseg.inference.zeus_segmenter  # noqa: F401 (imported now: one scoring code for the grid)
 
     for name in spec["variants"]:  # refuse inexpressible axes before any training starts
         variant_overrides(name, spec["variants"][name])

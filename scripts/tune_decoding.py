@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from zeusseg.io.atomic import write_text_atomic
     from zeusseg.predictor import ZeusPredictor
-    from zeusseg.zeus_segmenter import load_zeus
+    from zeusseg.inference.zeus_segmenter import load_zeus
 
     net = load_zeus(args.model)
     if args.adapter:

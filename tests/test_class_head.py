@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from zeusseg.class_assignment import apply_class_head, plan_prompts
+from zeusseg.inference.class_assignment import apply_class_head, plan_prompts
 from zeusseg.errors import InputError
 from zeusseg.modeling.class_head import (
     HEAD_CONFIG,
@@ -221,7 +221,7 @@ VIRUS_EXAMPLES = [("visn-0008", "RSV", 0.53), ("visn-0104", "SARS-CoV-2", 0.6),
 def bundled_with_head():
     from zeusseg.predictor import ZeusPredictor
     from zeusseg.pretrained import weights_present
-    from zeusseg.zeus_segmenter import find_class_head, load_zeus
+    from zeusseg.inference.zeus_segmenter import find_class_head, load_zeus
 
     if not weights_present("zeus-default"):
         pytest.skip("bundled zeus-default model not present")
@@ -238,7 +238,7 @@ def test_bundled_class_head_names_the_virus_of_each_example(bundled_with_head, s
     from tests.conftest import REPO
     from zeusseg.io import read_image, read_label_image
     from zeusseg.metrics import average_precision
-    from zeusseg.zeus_segmenter import segment_image
+    from zeusseg.inference.zeus_segmenter import segment_image
 
     predictor, head = bundled_with_head
     image = read_image(REPO / "examples" / f"{stem}.png")

@@ -1,4 +1,4 @@
-"""Tests for zeusseg.instance_segmentation (seeded watershed decoding, class assignment)."""
+"""Tests for zeusseg.inference.instance_segmentation (seeded watershed decoding, class assignment)."""
 
 import time
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage.draw import disk
 
-from zeusseg.instance_segmentation import assign_classes, decode_instances
+from zeusseg.inference.instance_segmentation import assign_classes, decode_instances
 from zeusseg.metrics import average_precision
 from zeusseg.training.targets import make_targets
 

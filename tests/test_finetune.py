@@ -70,7 +70,7 @@ def test_loss_goes_down_and_only_the_adapter_changes(tmp_path):
 
 def test_resume_merge_and_adapter_on_segmenter(tmp_path):
     from zeusseg.training.lora import load_adapter, remove_adapter
-    from zeusseg.zeus_segmenter import load_zeus
+    from zeusseg.inference.zeus_segmenter import load_zeus
 
     cfg = _config(tmp_path, **{"train.max_steps": 4, "train.save_every_steps": 2,
                                "data.scale": 0.75})
@@ -176,7 +176,7 @@ def test_segment_with_adapter_end_to_end(tmp_path):
     """``zeusseg segment --adapter`` path: build_zeus_segmenter(prompts, model, adapter)."""
     from zeusseg.structures import MicroscopyImage
     from zeusseg.training.train import save_model
-    from zeusseg.zeus_segmenter import build_zeus_segmenter
+    from zeusseg.inference.zeus_segmenter import build_zeus_segmenter
 
     base_dir = save_model(_base(), tmp_path / "base", {})
     cfg = _config(tmp_path, **{"base": str(base_dir), "train.max_steps": 2})

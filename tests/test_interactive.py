@@ -1,4 +1,4 @@
-"""Point/box prompts (ZeusPredictor.predict_prompts) and click editing (zeusseg.interactive)."""
+"""Point/box prompts (ZeusPredictor.predict_prompts) and click editing (zeusseg.inference.interactive)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from zeusseg.instance_segmentation import decode_instances
-from zeusseg.interactive import add_instance_at, prepare_predictor, remove_instance_at
+from zeusseg.inference.instance_segmentation import decode_instances
+from zeusseg.inference.interactive import add_instance_at, prepare_predictor, remove_instance_at
 from zeusseg.predictor import ZeusPredictor
 from zeusseg.structures import InstanceMasks
 

@@ -2,7 +2,7 @@
 
 ``accelerate launch --cpu`` starts several CPU processes only through MPI; without it the
 torchrun launcher (``--multi_gpu``) is used with CUDA hidden, and zeusseg falls back to gloo on
-the CPU (``zeusseg.segment_parallel.distributed_state``).
+the CPU (``zeusseg.inference.parallel_run.distributed_state``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from zeusseg.__main__ import main
 from zeusseg.errors import InputError
 from zeusseg.io import read_label_image
 from zeusseg.io.coco import CocoAccumulator
-from zeusseg.segment_parallel import (
+from zeusseg.inference.parallel_run import (
     _image_entries,
     _merge_reports,
     _raise_first_problem,
@@ -182,8 +182,8 @@ def test_world_size_and_rank_from_launcher_env(monkeypatch):
 
 def test_worker_decoding_gives_the_same_outputs(tmp_path):
     """``workers=2`` (DataLoader worker processes) = reading in the main process."""
-    from zeusseg.inference_loader import iter_images
-    from zeusseg.segment import build_segmenter, segment_paths
+    from zeusseg.inference.image_loader import iter_images
+    from zeusseg.inference.folder_run import build_segmenter, segment_paths
 
     imgs = _folder(tmp_path / "imgs", n=4, size=64)
     (imgs / "im1b.png").write_bytes(b"")  # a bad file among them

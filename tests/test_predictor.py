@@ -11,7 +11,7 @@ import torch
 from zeusseg.factory import build_zeus
 from zeusseg.predictor import ZeusPredictor
 from zeusseg.structures import MicroscopyImage
-from zeusseg.zeus_segmenter import segment_image
+from zeusseg.inference.zeus_segmenter import segment_image
 
 from .zeus_fakes import fake_embedder
 
@@ -54,7 +54,7 @@ def test_segment_image_returns_original_size():
 
 
 def test_tta_averages_the_maps_of_the_four_flips():
-    from zeusseg.zeus_segmenter import _predict
+    from zeusseg.inference.zeus_segmenter import _predict
 
     pred = _predictor()
     image = np.random.default_rng(2).random((40, 56), dtype=np.float32)

@@ -224,7 +224,7 @@ def _bench_memory():
 
 def memory_over_run(tmp_path, n: int, method: str = "zeus") -> dict[int, float]:
     """RSS (MB) after 10, 100, n/2 and n images of ONE folder run (``segment_paths``)."""
-    from zeusseg.segment import build_segmenter, segment_paths
+    from zeusseg.inference.folder_run import build_segmenter, segment_paths
 
     bench = _bench_memory()
     src = tmp_path / "in"

@@ -7,7 +7,7 @@ import pytest
 import torch
 from skimage.draw import disk
 
-from zeusseg.instance_segmentation import assign_classes, decode_instances
+from zeusseg.inference.instance_segmentation import assign_classes, decode_instances
 from zeusseg.metrics import average_precision
 from zeusseg.structures import InstanceMasks, MicroscopyImage
 from zeusseg.tiling import (
@@ -205,7 +205,7 @@ def _tiny_predictor():
 
 
 def test_segment_image_tiles_large_images_one_encoder_pass_per_window(monkeypatch):
-    from zeusseg.zeus_segmenter import segment_image
+    from zeusseg.inference.zeus_segmenter import segment_image
 
     pred = _tiny_predictor()
     calls = []
@@ -232,7 +232,7 @@ to +0.053, other quadruples by up to 0.1 even untiled (docs/tiling.md)."""
 
 
 def test_cli_passes_tile_options_to_the_zeus_segmenter(tmp_path, monkeypatch):
-    import zeusseg.zeus_segmenter
+    import zeusseg.inference.zeus_segmenter
     from zeusseg.__main__ import main
 
     seen = {}
@@ -241,7 +241,7 @@ def test_cli_passes_tile_options_to_the_zeus_segmenter(tmp_path, monkeypatch):
         seen.update(kwargs)
         return lambda image: InstanceMasks(labels=np.zeros(image.shape, np.int32))
 
-    monkeypatch.setattr(zeusseg.zeus_segmenter, "build_zeus_segmenter", fake_builder)
+    monkeypatch.setattr(zeusseg.inference.zeus_segmenter, "build_zeus_segmenter", fake_builder)
     from PIL import Image
 
     Image.fromarray(np.zeros((40, 50), np.uint8)).save(tmp_path / "a.png")
@@ -271,7 +271,7 @@ def test_visn_mosaic_tiled_matches_parts(data_root):
     from zeusseg.io import read_image
     from zeusseg.predictor import ZeusPredictor
     from zeusseg.pretrained import weights_present
-    from zeusseg.zeus_segmenter import segment_image
+    from zeusseg.inference.zeus_segmenter import segment_image
 
     if not weights_present("zeus-default"):
         pytest.skip("bundled zeus-default model not present")

@@ -31,7 +31,7 @@ from zeusseg.predictor import ZeusPredictor
 from zeusseg.structures import MicroscopyImage
 from zeusseg.training.scaling import scaled_shape
 from zeusseg.training.targets import make_targets
-from zeusseg.zeus_segmenter import load_zeus  # bound to the real ZeusPredictor before any patch
+from zeusseg.inference.zeus_segmenter import load_zeus  # bound to the real ZeusPredictor before any patch
 
 from .zeus_fakes import fake_embedder
 
@@ -70,7 +70,7 @@ def test_decode_cfg_parses_validates_and_round_trips():
 
 
 def test_segment_image_decodes_with_the_models_settings(monkeypatch):
-    import zeusseg.zeus_segmenter as zs
+    import zeusseg.inference.zeus_segmenter as zs
 
     torch.manual_seed(0)
     net = build_zeus("zeus-tiny")
@@ -150,7 +150,7 @@ def test_collect_maps_returns_the_decoded_pass_at_the_model_scale(monkeypatch):
     assert maps[0].probs.shape[-2:] == shapes[-1]  # the last pass is the one kept
     assert len(shapes) == 2  # first pass at the model's scale, then auto-scaled
     # decoding the cached maps with the model's settings reproduces segment_image
-    from zeusseg.zeus_segmenter import segment_image
+    from zeusseg.inference.zeus_segmenter import segment_image
 
     masks = segment_image(pred, image, ["cell nuclei"], tile_size=None)
     labels = decode_cached(maps[0])

@@ -97,7 +97,7 @@ class ZeusInputCfg:
 
 @dataclass(frozen=True)
 class ZeusDecodeCfg:
-    """Instance decoding of the dense maps (``zeusseg.instance_segmentation.decode_instances``).
+    """Instance decoding of the dense maps (``zeusseg.inference.instance_segmentation.decode_instances``).
 
     Kept with the weights, as StarDist keeps its tuned thresholds: a model's maps have their own
     best thresholds (``scripts/tune_decoding.py`` picks them on training images).
@@ -117,7 +117,7 @@ class ZeusDecodeCfg:
                 raise ValueError(f"decode_cfg.{key} must be in (0, 1), got {getattr(self, key)}")
         if int(self.min_size) < 0 or float(self.smoothing) < 0:
             raise ValueError("decode_cfg.min_size and decode_cfg.smoothing must be >= 0")
-        from zeusseg.instance_segmentation import SEED_MODES
+        from zeusseg.inference.instance_segmentation import SEED_MODES
 
         if self.seeds not in SEED_MODES:
             raise ValueError(f"decode_cfg.seeds must be one of {SEED_MODES}, got {self.seeds!r}")

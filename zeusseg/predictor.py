@@ -11,7 +11,7 @@ from torch import Tensor
 
 from zeusseg.modeling.image_encoder import ImageFeatures
 from zeusseg.modeling.zeus import Zeus
-from zeusseg.prompt_decoding import PromptMaps, decode_prompts, prepare_prompt_maps
+from zeusseg.inference.prompt_decoding import PromptMaps, decode_prompts, prepare_prompt_maps
 
 _logger = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ class ZeusPredictor:
     """Caches the image embedding so that several prompts cost one encoder pass.
 
     The image is used at the resolution given (rescaling to the model's scale is the caller's
-    job; ``zeusseg.zeus_segmenter.segment_image`` does it); it is reflect-padded to the model's
+    job; ``zeusseg.inference.zeus_segmenter.segment_image`` does it); it is reflect-padded to the model's
     ``pad_multiple`` and the maps are cropped back.
 
     Args:
@@ -157,7 +157,7 @@ class ZeusPredictor:
 
         The text prompt's dense maps (computed once per text and image) are the
         prompt-independent basis; the clicks and the box select and reshape instances of them
-        (``zeusseg.prompt_decoding``: seeded watershed with a locally lowered foreground
+        (``zeusseg.inference.prompt_decoding``: seeded watershed with a locally lowered foreground
         threshold). There is no learned prompt encoder and no ``mask_input``.
 
         Args:

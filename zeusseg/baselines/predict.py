@@ -1,6 +1,6 @@
 """Inference with a trained baseline: a ``Segmenter`` (image -> InstanceMasks) and folder runs.
 
-The segmenter plugs into ``zeusseg.segment.segment_paths``, so ``zeusseg baseline predict``
+The segmenter plugs into ``zeusseg.inference.folder_run.segment_paths``, so ``zeusseg baseline predict``
 writes exactly what ``zeusseg segment`` writes (label TIFFs with classes and scores, overlays,
 one COCO predictions JSON). Detections are not capped at 100: the cap is the model's
 ``detections_per_img`` (1000 by default). Masks are pasted at the input size in chunks and
@@ -148,12 +148,12 @@ def predict_paths(run_dir: str | os.PathLike, paths: Sequence[Path], out: str | 
         paths: image files.
         out: output folder (labels/, overlays/, predictions.json).
         score_thresh: minimum detection score.
-        **kwargs: passed to ``zeusseg.segment.segment_paths`` (overlays, skip_existing, ...).
+        **kwargs: passed to ``zeusseg.inference.folder_run.segment_paths`` (overlays, skip_existing, ...).
 
     Returns:
         The ``SegmentReport``.
     """
-    from zeusseg.segment import segment_paths
+    from zeusseg.inference.folder_run import segment_paths
 
     segmenter = build_baseline_segmenter(run_dir, score_thresh=score_thresh)
     _logger.info("baseline %s (%s, %s steps)", segmenter.meta.get("name", Path(run_dir).name),

@@ -6,7 +6,7 @@ import argparse
 import logging
 
 from zeusseg.errors import InputError
-from zeusseg.segment import (
+from zeusseg.inference.folder_run import (
     DEFAULT_FORMATS,
     DEFAULT_METHOD,
     METHODS,

@@ -25,7 +25,7 @@ import numpy as np
 from zeusseg.baselines.config import BASELINE_CONFIGS
 from zeusseg.errors import InputError, ZeusSegError
 from zeusseg.io.atomic import write_text_atomic
-from zeusseg.segment import Segmenter
+from zeusseg.inference.folder_run import Segmenter
 
 _logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def build_method(method: str, opts: MethodOptions, default_prompt: str
             seg = build_baseline_segmenter(opts.runs_dir / method, name=method,
                                            score_thresh=opts.score_thresh)
             return seg, list(seg.cfg.class_names), baseline_origin(seg.meta, seg.cfg)
-        from zeusseg.segment import build_segmenter
+        from zeusseg.inference.folder_run import build_segmenter
 
         if method == "classical":
             return build_segmenter("classical", prompts), prompts, "no training (Otsu+watershed)"
@@ -277,7 +277,7 @@ def method_predictions(
         MethodUnavailable: predictions are missing and the method's model is too.
         InputError: a method that is not in ``METHODS`` and has no cached predictions.
     """
-    from zeusseg.segment import segment_paths
+    from zeusseg.inference.folder_run import segment_paths
 
     check_method_name(method)
     pred_dir = cache / method

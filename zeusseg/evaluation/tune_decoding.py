@@ -64,7 +64,7 @@ def collect_maps(predictor, samples: Iterable[tuple[MicroscopyImage, np.ndarray]
     """Maps of ``prompt`` on each (image, truth labels) pair (``zeus_segmenter.scaled_maps``)."""
     from tqdm.auto import tqdm
 
-    from zeusseg.zeus_segmenter import scaled_maps
+    from zeusseg.inference.zeus_segmenter import scaled_maps
 
     out = []
     for image, truth in tqdm(list(samples), desc=f"maps '{prompt}'", disable=not progress):
@@ -75,7 +75,7 @@ def collect_maps(predictor, samples: Iterable[tuple[MicroscopyImage, np.ndarray]
 
 def decode_cached(maps: CachedMaps, **decode_kwargs) -> np.ndarray:
     """(H, W) int32 instance labels of ``maps`` decoded with ``decode_kwargs``, original size."""
-    from zeusseg.instance_segmentation import decode_instances
+    from zeusseg.inference.instance_segmentation import decode_instances
     from zeusseg.training.scaling import resize_labels
 
     labels, _ = decode_instances(maps.probs[0], **decode_kwargs)
@@ -190,7 +190,7 @@ def pipeline_scores(predictor, datasets: Mapping[str, tuple[str, Sequence, Seque
     """
     from tqdm.auto import tqdm
 
-    from zeusseg.zeus_segmenter import segment_image
+    from zeusseg.inference.zeus_segmenter import segment_image
 
     rows = []
     for setting in tqdm(list(settings), desc="pipeline", disable=not progress):

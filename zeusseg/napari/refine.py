@@ -1,6 +1,6 @@
 """Refine mode of the zeusseg widget: click adds the object under the cursor, shift-click
 removes the instance under it, a rectangle drawn on the "zeusseg boxes" Shapes layer adds the
-object in it (``zeusseg.interactive`` through ``ZeusSession``).
+object in it (``zeusseg.inference.interactive`` through ``ZeusSession``).
 
 Clicks are viewer mouse callbacks (a drag, e.g. panning, is not a click); positions are
 turned from world into the image layer's (row, col) and passed on as (X, Y) pixels.

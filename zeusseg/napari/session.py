@@ -101,7 +101,7 @@ class ZeusSession:
             import torch
 
             from zeusseg.predictor import ZeusPredictor
-            from zeusseg.zeus_segmenter import find_class_head, load_zeus
+            from zeusseg.inference.zeus_segmenter import find_class_head, load_zeus
 
             torch.set_num_threads(max(1, torch.get_num_threads()))
             net = load_zeus(self.model)
@@ -138,7 +138,7 @@ class ZeusSession:
         Raises:
             ValueError: unknown mode or empty prompt.
         """
-        from zeusseg.zeus_segmenter import segment_image
+        from zeusseg.inference.zeus_segmenter import segment_image
 
         t0 = time.perf_counter()
         instruction = instruction or self.instruction(image, prompt, mode)
@@ -159,7 +159,7 @@ class ZeusSession:
     def _prepare(self, image: MicroscopyImage, masks: InstanceMasks) -> None:
         """Hold ``image`` in the predictor at the model's scale (once per image and model)."""
         from zeusseg.instructions import image_content_hash
-        from zeusseg.interactive import prepare_predictor
+        from zeusseg.inference.interactive import prepare_predictor
 
         key = (image_content_hash(image), self.model, self.adapter)
         if self._prepared != key or not self.predictor.is_image_set:
@@ -187,7 +187,7 @@ class ZeusSession:
             New masks; the new instance has class 1 and the model's score. Unchanged (a copy)
             when the click is on an existing instance or selects nothing.
         """
-        from zeusseg.interactive import add_instance_at
+        from zeusseg.inference.interactive import add_instance_at
 
         self._prepare(image, masks)
         # class 1 is named by the text the model reads, so the new instance gets class 1
@@ -200,7 +200,7 @@ class ZeusSession:
     @staticmethod
     def remove_instance(masks: InstanceMasks, point: tuple[float, float]) -> InstanceMasks:
         """``masks`` without the instance under ``point`` ((X, Y) pixel)."""
-        from zeusseg.interactive import remove_instance_at
+        from zeusseg.inference.interactive import remove_instance_at
 
         return remove_instance_at(masks, point)
 

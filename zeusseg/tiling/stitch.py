@@ -102,7 +102,7 @@ def decode_blocks(
     Args:
         store: the stitched (P, 3, H, W) maps.
         decode: (P, 3, h, w) probabilities -> InstanceMasks of size (h, w) (e.g. the seeded
-            watershed of ``zeusseg.instance_segmentation``).
+            watershed of ``zeusseg.inference.instance_segmentation``).
         out_shape: (H_out, W_out) of the label image returned (nearest-neighbour resize).
         block: core side of a decode block; maps up to this size are decoded in one piece.
         halo: margin decoded around each core.

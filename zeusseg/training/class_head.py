@@ -192,7 +192,7 @@ def train_class_head(cfg: Mapping[str, Any]) -> dict[str, Any]:
     from zeusseg.modeling.text_embedder import PromptEmbedder
     from zeusseg.predictor import ZeusPredictor
     from zeusseg.training.prompts import PromptTable
-    from zeusseg.zeus_segmenter import load_zeus
+    from zeusseg.inference.zeus_segmenter import load_zeus
 
     t0 = time.time()
     data, train = cfg["data"], cfg["train"]

@@ -119,7 +119,7 @@ def finetune(
         with_input_scale,
     )
     from zeusseg.training.train import save_model
-    from zeusseg.zeus_segmenter import load_zeus
+    from zeusseg.inference.zeus_segmenter import load_zeus
 
     tc = config["train"]
     torch.set_num_threads(int(tc["num_threads"]))

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from zeusseg.instance_segmentation import assign_classes, decode_instances
+from zeusseg.inference.instance_segmentation import assign_classes, decode_instances
 from zeusseg.metrics import average_precision
 
 _logger = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def validate(
         ``{"<dataset>/f1": ..., "<dataset>/ap": ..., "<dataset>/f1_<class>": ..., "score": ...}``
         where ``score`` (checkpoint selection) is the mean of every dataset's F1 and AP.
     """
-    from zeusseg.zeus_segmenter import decode_settings
+    from zeusseg.inference.zeus_segmenter import decode_settings
 
     decode_kwargs = decode_settings(getattr(model, "zeus_cfg", None), decode_kwargs)
     was_training = model.training

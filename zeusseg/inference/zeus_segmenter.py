@@ -43,7 +43,7 @@ MAX_PIXELS = 6_000_000
 
 
 def _decode(probs: np.ndarray, prompts: Sequence[str], **decode_kwargs) -> InstanceMasks:
-    from zeusseg.instance_segmentation import assign_classes, decode_instances
+    from zeusseg.inference.instance_segmentation import assign_classes, decode_instances
 
     names = {i: p for i, p in enumerate(prompts, start=1)}
     if len(prompts) == 1:
@@ -143,12 +143,12 @@ def _run_tiled(predictor: ZeusPredictor, grey: np.ndarray, shape: tuple[int, int
 
 def _classify(predictor: ZeusPredictor, grey: np.ndarray, run: _Pass, plan, head,
               tiling: TilingConfig | None) -> InstanceMasks:
-    """Apply the class head to the instances of the final pass (``zeusseg.class_assignment``).
+    """Apply the class head to the instances of the final pass (``zeusseg.inference.class_assignment``).
 
     The head needs the encoder features of the whole image: an untiled pass still holds them;
     after a tiled pass the image is encoded once more at the largest scale one window holds.
     """
-    from zeusseg.class_assignment import apply_class_head
+    from zeusseg.inference.class_assignment import apply_class_head
     from zeusseg.training.scaling import resize_image, scaled_shape
 
     shape = scaled_shape(grey.shape, run.factor)
@@ -194,7 +194,7 @@ def segment_image(
         decode_block: maps larger than this (model-scale pixels) are decoded in blocks.
         class_head: ``(InstanceClassHead, ClassHeadSpec)`` (``load_class_head``): prompts that
             name one of its classes are answered by classifying the instances of its parent
-            prompt (``zeusseg.class_assignment``); None = dense maps decide every class.
+            prompt (``zeusseg.inference.class_assignment``); None = dense maps decide every class.
         tta: test-time augmentation: average the maps over the 4 flips of the image (4x the
             encoder and decoder time).
         text_of: prompt -> the text the model reads for it on this image (e.g. its
@@ -221,7 +221,7 @@ def segment_image(
     factor = min(factor, cap)
     plan = None
     if class_head is not None:
-        from zeusseg.class_assignment import plan_prompts
+        from zeusseg.inference.class_assignment import plan_prompts
 
         plan = plan_prompts(prompts, class_head[1], predictor.embedder)
     if plan is not None:

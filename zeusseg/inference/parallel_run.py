@@ -112,7 +112,7 @@ def segment_paths_parallel(
     from accelerate.utils import gather_object
 
     from zeusseg.io.coco import CocoAccumulator
-    from zeusseg.segment import (
+    from zeusseg.inference.folder_run import (
         DEFAULT_FORMATS,
         SegmentReport,
         check_unique_stems,
@@ -172,7 +172,7 @@ def _failed_name(err: InputError, shard: Sequence[Path]) -> str | None:
 
 def _merge_reports(out: Path, parts: list[dict], order: dict[str, int],
                    formats: tuple[str, ...] | None = None):
-    from zeusseg.segment import DEFAULT_FORMATS, SegmentReport
+    from zeusseg.inference.folder_run import DEFAULT_FORMATS, SegmentReport
 
     def ordered(names):
         return sorted(names, key=order.__getitem__)

@@ -2,7 +2,7 @@
 
 There is no learned prompt encoder: a click or a box selects and reshapes instances of the
 prompt-independent maps that the text prompt already produced (foreground, centre distance,
-boundary distance; ``zeusseg.instance_segmentation``). For one candidate threshold ``tau``:
+boundary distance; ``zeusseg.inference.instance_segmentation``). For one candidate threshold ``tau``:
 
 1. the *evidence* map ``max(fg, centre, boundary)`` (the distance maps are 0 outside objects,
    and they keep a faint signal inside objects whose foreground the model under-calls);
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from zeusseg.instance_segmentation import decode_instances, instance_scores
+from zeusseg.inference.instance_segmentation import decode_instances, instance_scores
 
 _logger = logging.getLogger(__name__)
 

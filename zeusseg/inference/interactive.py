@@ -52,7 +52,7 @@ def prepare_predictor(
         The factor used.
     """
     from zeusseg.training.scaling import median_diameter, resize_image, scaled_shape
-    from zeusseg.zeus_segmenter import MAX_SCALE, MIN_SCALE
+    from zeusseg.inference.zeus_segmenter import MAX_SCALE, MIN_SCALE
 
     if not isinstance(image, MicroscopyImage):
         arr = np.asarray(image)
