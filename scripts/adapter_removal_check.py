@@ -28,11 +28,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from zeusseg.modeling.text_embedder import PromptEmbedder
-    from zeusseg.training.data import ValidationSet
-    from zeusseg.training.lora import base_fingerprint, load_adapter, remove_adapter
-    from zeusseg.training.validate import validate
+    from zeusseg.adapters import base_fingerprint, load_adapter, remove_adapter
     from zeusseg.inference.zeus_segmenter import load_zeus
+    from zeusseg.modeling.text_embedder import PromptEmbedder
+    from zeusseg.training.validate import validate
+    from zeusseg.training.validation_set import ValidationSet
 
     torch.set_num_threads(args.threads)
     base = load_zeus(args.model)

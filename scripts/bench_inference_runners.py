@@ -70,8 +70,9 @@ class ZeusRunner:
 
     def __init__(self, model: str, device: torch.device, *, bf16: bool = False,
                  channels_last: bool = False, compile: bool = False, embedder=None) -> None:
-        from zeusseg.predictor import ZeusPredictor
         from zeusseg.inference.zeus_segmenter import load_zeus
+        from zeusseg.modeling.config import get_zeus_cfg
+        from zeusseg.predictor import ZeusPredictor
 
         net = load_zeus(model).to(device).eval()
         if channels_last:
@@ -82,7 +83,7 @@ class ZeusRunner:
         self.channels_last = channels_last
         self.predictor = ZeusPredictor(net, embedder=embedder)
         self.embedder = self.predictor.embedder  # built now, not inside a timed call
-        cfg = getattr(net, "zeus_cfg", None)
+        cfg = get_zeus_cfg(net)
         self.scale = cfg.input_cfg.scale if cfg is not None else 1.0
 
     def embed(self, prompts: list[str]) -> None:
@@ -107,7 +108,7 @@ class ZeusRunner:
             process CPU time under ``<part>_cpu``.
         """
         from zeusseg.modeling.image_encoder import ImageFeatures
-        from zeusseg.training.scaling import resize_image, scaled_shape
+        from zeusseg.transforms import resize_image, scaled_shape
 
         clock = _Clock(self.device)
         full = images[0].shape
@@ -148,9 +149,9 @@ class ZeusRunner:
             Seconds (wall; ``<part>_cpu`` = process CPU) of ``read``, ``segment``,
             ``write_tiff``, ``write_overlay`` and ``coco_rle``.
         """
+        from zeusseg.inference.zeus_segmenter import segment_image
         from zeusseg.io import read_image, write_label_tiff, write_overlay
         from zeusseg.io.coco import CocoAccumulator
-        from zeusseg.inference.zeus_segmenter import segment_image
 
         clock = _Clock(self.device)
         image = read_image(path)
@@ -170,7 +171,7 @@ class ZeusRunner:
 def decode_probs(probs: np.ndarray, prompts: list[str], shape: tuple[int, int]) -> np.ndarray:
     """(P, 3, h, w) probabilities -> (H, W) int32 labels at the full size ``shape``."""
     from zeusseg.inference.instance_segmentation import assign_classes, decode_instances
-    from zeusseg.training.scaling import resize_labels
+    from zeusseg.transforms import resize_labels
 
     if len(prompts) == 1:
         labels, _ = decode_instances(probs[0])

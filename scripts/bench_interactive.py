@@ -33,9 +33,9 @@ def _case(predictor, name: str, prompt: str) -> dict:
     from scipy import ndimage
 
     from zeusseg.inference.interactive import add_instance_at, prepare_predictor, remove_instance_at
+    from zeusseg.inference.zeus_segmenter import segment_image
     from zeusseg.io import read_image, read_label_image
     from zeusseg.metrics import _intersection_over_union
-    from zeusseg.inference.zeus_segmenter import segment_image
 
     image = read_image(REPO / "examples" / f"{name}.png")
     gt = read_label_image(REPO / "tests" / "data" / f"{name}-labels.png").labels
@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from zeusseg.predictor import ZeusPredictor
     from zeusseg.inference.zeus_segmenter import load_zeus
+    from zeusseg.predictor import ZeusPredictor
 
     torch.set_num_threads(args.threads)
     predictor = ZeusPredictor(load_zeus(args.model))

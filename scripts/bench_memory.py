@@ -6,8 +6,8 @@ Usage::
     .venv/bin/python scripts/bench_memory.py --n 2000 --method zeus --size 512
 
 Writes N synthetic images (disks on noise, ``--size`` px square) to a temporary folder,
-segments them in this process through ``zeusseg.inference.folder_run.segment_paths`` (the code behind
-``zeusseg segment``), and prints the resident set size (RSS) after 10 images, at the middle
+segments them in this process through ``zeusseg.inference.folder_run.segment_paths`` (the code
+behind ``zeusseg segment``), and prints the resident set size (RSS) after 10 images, at the middle
 and at the end. Memory is flat when the end RSS is within a few MB of the early one.
 """
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from zeusseg.io import read_image
 from zeusseg.inference.zeus_segmenter import load_zeus, segment_image
+from zeusseg.io import read_image
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = {  # example image -> prompt

@@ -57,11 +57,11 @@ def run_one(size: int, tile_size: int, prompt: str) -> dict:
     import torch
 
     from zeusseg.factory import build_zeus
+    from zeusseg.inference.zeus_segmenter import segment_image
     from zeusseg.predictor import ZeusPredictor
     from zeusseg.structures import MicroscopyImage
     from zeusseg.tiling import TileGrid
-    from zeusseg.training.scaling import scaled_shape
-    from zeusseg.inference.zeus_segmenter import segment_image
+    from zeusseg.transforms import scaled_shape
 
     torch.set_num_threads(1)
     pred = ZeusPredictor(build_zeus("zeus-default"))

@@ -99,13 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         shortlist,
         sweep,
     )
+    from zeusseg.inference.zeus_segmenter import load_zeus
     from zeusseg.io.atomic import write_text_atomic
     from zeusseg.predictor import ZeusPredictor
-    from zeusseg.inference.zeus_segmenter import load_zeus
 
     net = load_zeus(args.model)
     if args.adapter:
-        from zeusseg.training.lora import load_adapter
+        from zeusseg.adapters import load_adapter
 
         net = load_adapter(net, args.adapter, model_id=args.model)
     predictor = ZeusPredictor(net)
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         tuning = {k: record[k] for k in ("date", "data", "every", "images", "grid")}
         if args.adapter:
-            from zeusseg.training.lora import BASE_FILE
+            from zeusseg.adapters import BASE_FILE
 
             path = Path(args.adapter) / BASE_FILE
             meta = json.loads(path.read_text())

@@ -1,9 +1,9 @@
-"""Ablation grid (scripts/run_ablation.py) and the model parts it needs: no-text fusion, a
-depth-0 (plain CNN) encoder, and the negative_prob guard of training."""
+"""Ablation grid (``zeusseg.evaluation.ablation``, run by scripts/run_ablation.py) and the model
+parts it needs: no-text fusion, a depth-0 (plain CNN) encoder, and the negative_prob guard of
+training."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import math
@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from zeusseg.errors import InputError
+from zeusseg.evaluation import ablation
 from zeusseg.factory import build_zeus, get_model_config
 from zeusseg.modeling.fusion import TwoWayFusion
 from zeusseg.modeling.image_encoder import ImageEncoderHybrid
@@ -24,13 +25,6 @@ from .zeus_fakes import fake_embedder, write_folder
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("run_ablation", REPO / "scripts/run_ablation.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _no_text_tiny() -> dict:
@@ -104,44 +98,41 @@ def test_no_text_model_trains_without_negatives(tmp_path, monkeypatch, caplog):
 
 def test_variant_axes(monkeypatch):
     monkeypatch.chdir(REPO)
-    mod = _script()
-    early = mod.variant_overrides("e", {"model": "zeus-hybrid-s", "fusion": "early"})
+    early = ablation.variant_overrides("e", {"model": "zeus-hybrid-s", "fusion": "early"})
     assert early["model"]["fusion_cfg"]["insert_after"] == [1, 3]
-    none = mod.variant_overrides("n", {"model": "zeus-tiny", "fusion": "none"})
+    none = ablation.variant_overrides("n", {"model": "zeus-tiny", "fusion": "none"})
     assert build_zeus(none["model"]).fusion.mode == "none"
     for mode in ("name", "phrasings", "template", "llm"):
-        got = mod.variant_overrides("m", {"instruction_mode": mode})
+        got = ablation.variant_overrides("m", {"instruction_mode": mode})
         assert got == {"data.instruction_mode": mode}
-    assert mod.variant_overrides("l", {"lora": True}) == {"lora": {}}
-    assert mod.variant_overrides("l", {"lora": {"r": 4}})["lora"] == {"r": 4}
+    assert ablation.variant_overrides("l", {"lora": True}) == {"lora": {}}
+    assert ablation.variant_overrides("l", {"lora": {"r": 4}})["lora"] == {"r": 4}
     with pytest.raises(ValueError, match="unknown instruction_mode 'vlm'"):
-        mod.variant_overrides("l", {"instruction_mode": "vlm"})
+        ablation.variant_overrides("l", {"instruction_mode": "vlm"})
     from zeusseg.structures import MicroscopyImage
 
     image = MicroscopyImage(np.random.default_rng(0).random((64, 64), dtype=np.float32))
-    assert mod._text_of("name", None) is None
-    instruction = mod._text_of("template", None)(image)("RSV")
+    assert ablation._text_of("name", None) is None
+    instruction = ablation._text_of("template", None)(image)("RSV")
     assert "RSV" in instruction and len(instruction.split()) > 5
 
 
 def test_bad_spec_is_rejected(tmp_path):
-    mod = _script()
     bad = tmp_path / "bad.yaml"
     bad.write_text("output_dir: x\nbase_config: y\nvariants: {a: {modle: z}}\n"
                    "evaluation: {v: {prompt: p}}\n")
     with pytest.raises(InputError, match=r"bad.yaml: variant 'a': unknown key\(s\) \['modle'\]"):
-        mod.load_spec(bad)
+        ablation.load_spec(bad)
 
 
 def test_smoke_grid_writes_one_row_per_variant_and_resumes(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
-    mod = _script()
-    spec = mod.load_spec("configs/ablation/smoke.yaml")
+    spec = ablation.load_spec("configs/ablation/smoke.yaml")
     train_sets, evaluation = _synthetic(tmp_path)
     spec["output_dir"] = str(tmp_path / "grid")
     spec["overrides"].update({"data.datasets": train_sets, "data.max_images": None})
     spec["evaluation"] = evaluation
-    summary = mod.run_ablation(spec, embedder=fake_embedder())
+    summary = ablation.run_ablation(spec, embedder=fake_embedder())
 
     out = tmp_path / "grid"
     table = pd.read_csv(out / "table.csv")
@@ -166,8 +157,8 @@ def test_smoke_grid_writes_one_row_per_variant_and_resumes(tmp_path, monkeypatch
     def no_training(*args, **kwargs):
         raise AssertionError("a finished variant was trained again")
 
-    monkeypatch.setattr("zeusseg.training.train.train", no_training)
-    again = mod.run_ablation(spec, embedder=fake_embedder())
+    monkeypatch.setattr(ablation, "train", no_training)
+    again = ablation.run_ablation(spec, embedder=fake_embedder())
     assert again.equals(summary)
 
 
@@ -176,8 +167,7 @@ def test_lora_and_template_variants_train_and_score(tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
     monkeypatch.chdir(REPO)
-    mod = _script()
-    spec = mod.load_spec("configs/ablation/smoke.yaml")
+    spec = ablation.load_spec("configs/ablation/smoke.yaml")
     train_sets, evaluation = _synthetic(tmp_path)
     torch.manual_seed(0)
     base = build_zeus("zeus-tiny")
@@ -192,7 +182,7 @@ def test_lora_and_template_variants_train_and_score(tmp_path, monkeypatch):
         "lora": {"model": "zeus-tiny", "lora": {"r": 2}},
         "template": {"model": "zeus-tiny", "instruction_mode": "template"},
     }
-    mod.run_ablation(spec, embedder=fake_embedder())
+    ablation.run_ablation(spec, embedder=fake_embedder())
     recs = {v: json.loads((tmp_path / "grid" / v / "seed_0" / "scores.json").read_text())
             for v in spec["variants"]}
     full, lora = recs["full"]["trainable_params"], recs["lora"]["trainable_params"]

@@ -138,8 +138,9 @@ def test_instruction_prompt_yaml_unknown_key(file, edit, key, tmp_path, capsys, 
 @pytest.mark.weights  # the bundled zeus-default (its MiniLM is not loaded: every case fails first)
 def test_corrupt_and_mismatched_adapters(tmp_path, capsys, disks_image):
     """LoRA adapters: corrupt weights or config, another rank, another base: one line, exit 2."""
-    from zeusseg.training.lora import apply_lora, base_fingerprint, save_adapter
+    from zeusseg.adapters import base_fingerprint
     from zeusseg.inference.zeus_segmenter import load_zeus
+    from zeusseg.training.lora import apply_lora, save_adapter
 
     base = load_zeus("zeus-default")
     digest = base_fingerprint(base)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from zeusseg.inference.class_assignment import apply_class_head, plan_prompts
 from zeusseg.errors import InputError
+from zeusseg.inference.class_assignment import apply_class_head, plan_prompts
 from zeusseg.modeling.class_head import (
     HEAD_CONFIG,
     HEAD_WEIGHTS,
@@ -124,7 +124,7 @@ def test_damaged_class_head_files_are_one_line_errors(tmp_path):
 def test_export_model_carries_the_class_head(tmp_path):
     from safetensors.torch import save_file
 
-    from zeusseg.pretrained import export_model
+    from zeusseg.export import export_model
 
     src = tmp_path / "run" / "best"
     src.mkdir(parents=True)
@@ -219,9 +219,9 @@ VIRUS_EXAMPLES = [("visn-0008", "RSV", 0.53), ("visn-0104", "SARS-CoV-2", 0.6),
 
 @pytest.fixture(scope="module")
 def bundled_with_head():
+    from zeusseg.inference.zeus_segmenter import find_class_head, load_zeus
     from zeusseg.predictor import ZeusPredictor
     from zeusseg.pretrained import weights_present
-    from zeusseg.inference.zeus_segmenter import find_class_head, load_zeus
 
     if not weights_present("zeus-default"):
         pytest.skip("bundled zeus-default model not present")
@@ -236,9 +236,9 @@ def bundled_with_head():
 def test_bundled_class_head_names_the_virus_of_each_example(bundled_with_head, stem, virus,
                                                             floor):
     from tests.conftest import REPO
+    from zeusseg.inference.zeus_segmenter import segment_image
     from zeusseg.io import read_image, read_label_image
     from zeusseg.metrics import average_precision
-    from zeusseg.inference.zeus_segmenter import segment_image
 
     predictor, head = bundled_with_head
     image = read_image(REPO / "examples" / f"{stem}.png")

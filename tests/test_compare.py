@@ -169,7 +169,7 @@ def test_pr_curve_ranks_by_score():
 def _tiny_unet(folder: Path) -> Path:
     """A randomly initialised, narrow ``unet-plain`` saved like a ``zeusseg train`` best/."""
     from zeusseg.factory import build_zeus, get_model_config
-    from zeusseg.training.train import save_model
+    from zeusseg.training.checkpoints import save_model
 
     cfg = get_model_config("unet-plain")
     cfg["embed_dim"] = 32
@@ -230,7 +230,7 @@ def test_compare_trained_baselines_and_unet_write_every_report_file(tmp_path, fa
 
 def test_unet_config_trains_the_plain_unet_on_the_detectors_split():
     from zeusseg.compare.methods import UNET_CONFIG
-    from zeusseg.training.data import data_config
+    from zeusseg.training.data_config import data_config
     from zeusseg.training.train import load_config
 
     cfg = load_config(Path(__file__).resolve().parents[1] / UNET_CONFIG)

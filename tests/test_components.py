@@ -77,7 +77,7 @@ def test_models_command_lists_every_component(capsys, clean_registry):
 
 
 def test_weights_locations_and_errors(monkeypatch, tmp_path):
-    from zeusseg import weights
+    from zeusseg import pretrained as weights
     from zeusseg.errors import WeightsNotFoundError
 
     monkeypatch.setenv("ZEUSSEG_CACHE_DIR", str(tmp_path / "zc"))

@@ -1,4 +1,4 @@
-"""Tests for zeusseg.inference.instance_segmentation (seeded watershed decoding, class assignment)."""
+"""Tests for zeusseg.inference.instance_segmentation (seeded watershed, class assignment)."""
 
 import time
 

@@ -70,8 +70,8 @@ def test_bundled_fp16_weights_load_to_identical_fp32():
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from zeusseg.pretrained import BUNDLED_DIR
     from zeusseg.inference.zeus_segmenter import load_zeus
+    from zeusseg.pretrained import BUNDLED_DIR
 
     path = BUNDLED_DIR / "zeus-default" / "model.safetensors"
     with safe_open(str(path), framework="pt") as f:

@@ -11,9 +11,9 @@ import torch
 
 from zeusseg.errors import InputError
 from zeusseg.factory import build_zeus
+from zeusseg.training.checkpoints import list_checkpoints
 from zeusseg.training.fewshot import load_finetune_config, select_names, training_source
 from zeusseg.training.finetune import finetune
-from zeusseg.training.step import list_checkpoints
 
 from .zeus_fakes import fake_embedder, write_folder
 
@@ -69,7 +69,7 @@ def test_loss_goes_down_and_only_the_adapter_changes(tmp_path):
 
 
 def test_resume_merge_and_adapter_on_segmenter(tmp_path):
-    from zeusseg.training.lora import load_adapter, remove_adapter
+    from zeusseg.adapters import load_adapter, remove_adapter
     from zeusseg.inference.zeus_segmenter import load_zeus
 
     cfg = _config(tmp_path, **{"train.max_steps": 4, "train.save_every_steps": 2,
@@ -174,9 +174,9 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path, capsys):
 
 def test_segment_with_adapter_end_to_end(tmp_path):
     """``zeusseg segment --adapter`` path: build_zeus_segmenter(prompts, model, adapter)."""
-    from zeusseg.structures import MicroscopyImage
-    from zeusseg.training.train import save_model
     from zeusseg.inference.zeus_segmenter import build_zeus_segmenter
+    from zeusseg.structures import MicroscopyImage
+    from zeusseg.training.checkpoints import save_model
 
     base_dir = save_model(_base(), tmp_path / "base", {})
     cfg = _config(tmp_path, **{"base": str(base_dir), "train.max_steps": 2})

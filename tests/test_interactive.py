@@ -1,4 +1,4 @@
-"""Point/box prompts (ZeusPredictor.predict_prompts) and click editing (zeusseg.inference.interactive)."""
+"""Point/box prompts (ZeusPredictor.predict_prompts) and click editing (inference.interactive)."""
 
 from __future__ import annotations
 
@@ -218,7 +218,7 @@ def visn():
     from zeusseg.factory import build_zeus
     from zeusseg.io import read_image, read_label_image
     from zeusseg.pretrained import weights_present
-    from zeusseg.training.scaling import resize_labels
+    from zeusseg.transforms import resize_labels
 
     if not weights_present("zeus-default"):
         pytest.skip("bundled zeus-default model not present")
@@ -239,7 +239,7 @@ def _best_iou(mask: np.ndarray, labels: np.ndarray) -> float:
 def test_bundled_click_adds_particles_the_automatic_run_missed(visn):
     pred, gt, _ = visn
     maps = pred.prompt_maps("virus particles")
-    from zeusseg.training.scaling import resize_labels
+    from zeusseg.transforms import resize_labels
 
     # a strict automatic run (high thresholds) misses the faint particles a user would click
     strict = resize_labels(
@@ -277,7 +277,7 @@ def test_bundled_box_and_negative_point(visn):
     masks, scores, _ = pred.predict_prompts("virus particles", box=box)
     assert masks.shape == (1, *pred.original_size) and masks.dtype == bool
     assert scores.shape == (1,) and scores[0] > 0.2
-    from zeusseg.training.scaling import resize_labels
+    from zeusseg.transforms import resize_labels
 
     small_gt = resize_labels(gt, pred.original_size)
     assert _iou(masks[0], small_gt == k) > 0.5

@@ -12,11 +12,11 @@ import roifile
 from skimage.draw import disk
 
 from zeusseg.__main__ import main
+from zeusseg.inference.folder_outputs import parse_formats
 from zeusseg.io import read_coco, read_label_image
 from zeusseg.io.contours import mask_polygons, rasterise, ring_area
 from zeusseg.io.geojson import geojson_dict, write_geojson
 from zeusseg.io.imagej_rois import write_imagej_rois
-from zeusseg.inference.folder_run import parse_formats
 from zeusseg.structures import InstanceMasks
 
 CLASSES = {1: "virus particles", 2: "cell"}

@@ -5,6 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from zeusseg.adapters import (
+    base_fingerprint,
+    count_parameters,
+    load_adapter,
+    merge_adapter,
+    remove_adapter,
+    trainable_summary,
+)
 from zeusseg.errors import InputError
 from zeusseg.factory import build_zeus, get_model_config
 from zeusseg.modeling.fusion import TwoWayFusion
@@ -12,16 +20,10 @@ from zeusseg.modeling.mask_decoder import MaskDecoder
 from zeusseg.modeling.zeus import Zeus
 from zeusseg.training.lora import (
     apply_lora,
-    base_fingerprint,
-    count_parameters,
     expected_trainable_parameters,
-    load_adapter,
     matching_modules,
-    merge_adapter,
-    remove_adapter,
     save_adapter,
     target_regex,
-    trainable_summary,
 )
 
 from .zeus_fakes import fake_embedder
@@ -224,7 +226,7 @@ def test_training_config_lora_section_values():
 
 
 def test_adapter_carries_its_decode_settings(tmp_path):
-    from zeusseg.factory import ZeusDecodeCfg
+    from zeusseg.modeling.config import ZeusDecodeCfg
 
     base = _tiny()
     digest = base_fingerprint(base)

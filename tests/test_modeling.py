@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from zeusseg.errors import WeightsNotFoundError
-from zeusseg.factory import ZeusCfg, build_zeus, get_model_config, list_models, load_checkpoint
+from zeusseg.factory import build_zeus, get_model_config, list_models, load_checkpoint
+from zeusseg.modeling.config import ZeusCfg
 from zeusseg.modeling.fusion import TwoWayFusion
 from zeusseg.modeling.image_encoder import ImageEncoderHybrid
 from zeusseg.modeling.mask_decoder import MaskDecoder
@@ -145,7 +146,7 @@ def test_registry_and_config_checks(tmp_path, monkeypatch):
 
 
 def test_checkpoint_roundtrip(tmp_path):
-    from zeusseg.training.train import save_model
+    from zeusseg.training.checkpoints import save_model
 
     model = _tiny()
     save_model(model, tmp_path / "m", {"note": "test"})

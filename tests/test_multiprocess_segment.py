@@ -20,8 +20,6 @@ from PIL import Image
 
 from zeusseg.__main__ import main
 from zeusseg.errors import InputError
-from zeusseg.io import read_label_image
-from zeusseg.io.coco import CocoAccumulator
 from zeusseg.inference.parallel_run import (
     _image_entries,
     _merge_reports,
@@ -30,6 +28,8 @@ from zeusseg.inference.parallel_run import (
     process_rank,
     world_size,
 )
+from zeusseg.io import read_label_image
+from zeusseg.io.coco import CocoAccumulator
 from zeusseg.structures import InstanceMasks
 
 from .conftest import REPO
@@ -113,7 +113,7 @@ def test_two_processes_zeus_tiny_model(tmp_path):
     import torch
 
     from zeusseg.factory import build_zeus
-    from zeusseg.training.train import save_model
+    from zeusseg.training.checkpoints import save_model
 
     torch.manual_seed(0)
     model_dir = save_model(build_zeus("zeus-tiny"), tmp_path / "model", {})
@@ -182,8 +182,8 @@ def test_world_size_and_rank_from_launcher_env(monkeypatch):
 
 def test_worker_decoding_gives_the_same_outputs(tmp_path):
     """``workers=2`` (DataLoader worker processes) = reading in the main process."""
-    from zeusseg.inference.image_loader import iter_images
     from zeusseg.inference.folder_run import build_segmenter, segment_paths
+    from zeusseg.inference.image_loader import iter_images
 
     imgs = _folder(tmp_path / "imgs", n=4, size=64)
     (imgs / "im1b.png").write_bytes(b"")  # a bad file among them

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from zeusseg.factory import build_zeus
+from zeusseg.inference.zeus_segmenter import segment_image
 from zeusseg.predictor import ZeusPredictor
 from zeusseg.structures import MicroscopyImage
-from zeusseg.inference.zeus_segmenter import segment_image
 
 from .zeus_fakes import fake_embedder
 

@@ -21,8 +21,8 @@ from zeusseg.tiling import (
     segment_tiled,
     tile_starts,
 )
-from zeusseg.training.scaling import resize_image, resize_labels
 from zeusseg.training.targets import make_targets
+from zeusseg.transforms import resize_image, resize_labels
 
 torch.set_num_threads(1)
 
@@ -232,7 +232,7 @@ to +0.053, other quadruples by up to 0.1 even untiled (docs/tiling.md)."""
 
 
 def test_cli_passes_tile_options_to_the_zeus_segmenter(tmp_path, monkeypatch):
-    import zeusseg.inference.zeus_segmenter
+    import zeusseg.inference.folder_run
     from zeusseg.__main__ import main
 
     seen = {}
@@ -241,7 +241,7 @@ def test_cli_passes_tile_options_to_the_zeus_segmenter(tmp_path, monkeypatch):
         seen.update(kwargs)
         return lambda image: InstanceMasks(labels=np.zeros(image.shape, np.int32))
 
-    monkeypatch.setattr(zeusseg.inference.zeus_segmenter, "build_zeus_segmenter", fake_builder)
+    monkeypatch.setattr(zeusseg.inference.folder_run, "build_zeus_segmenter", fake_builder)
     from PIL import Image
 
     Image.fromarray(np.zeros((40, 50), np.uint8)).save(tmp_path / "a.png")
@@ -268,10 +268,10 @@ def test_visn_mosaic_tiled_matches_parts(data_root):
     small decode blocks, scores like the four images segmented alone (AP@0.5 within 0.03)."""
     from zeusseg.datasets import get_dataset
     from zeusseg.factory import build_zeus
+    from zeusseg.inference.zeus_segmenter import segment_image
     from zeusseg.io import read_image
     from zeusseg.predictor import ZeusPredictor
     from zeusseg.pretrained import weights_present
-    from zeusseg.inference.zeus_segmenter import segment_image
 
     if not weights_present("zeus-default"):
         pytest.skip("bundled zeus-default model not present")

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from zeusseg.training.step import list_checkpoints
+from zeusseg.training.checkpoints import list_checkpoints
 from zeusseg.training.train import load_config, train
 
 from .zeus_fakes import fake_embedder, write_folder

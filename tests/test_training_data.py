@@ -13,10 +13,12 @@ from skimage.draw import disk
 from zeusseg.datasets.registry import Sample
 from zeusseg.structures import InstanceMasks
 from zeusseg.training.augment import AugmentConfig
-from zeusseg.training.data import PromptedSegmentationDataset, ValidationSet, data_config
+from zeusseg.training.data import PromptedSegmentationDataset
+from zeusseg.training.data_config import data_config
 from zeusseg.training.preload import Source
-from zeusseg.training.scaling import median_diameter, rescale_factor
 from zeusseg.training.targets import make_targets
+from zeusseg.training.validation_set import ValidationSet
+from zeusseg.transforms import median_diameter, rescale_factor
 
 GEOMETRY_ONLY = {
     "flip": True, "rot90": True, "scale_jitter": 0.25, "brightness": 0.0, "contrast": 0.0,

@@ -26,12 +26,15 @@ from zeusseg.evaluation.tune_decoding import (
     shortlist,
     sweep,
 )
-from zeusseg.factory import ZeusCfg, ZeusDecodeCfg, build_zeus
+from zeusseg.factory import build_zeus
+from zeusseg.inference.zeus_segmenter import (
+    load_zeus,  # bound to the real ZeusPredictor before any patch
+)
+from zeusseg.modeling.config import ZeusCfg, ZeusDecodeCfg
 from zeusseg.predictor import ZeusPredictor
 from zeusseg.structures import MicroscopyImage
-from zeusseg.training.scaling import scaled_shape
 from zeusseg.training.targets import make_targets
-from zeusseg.inference.zeus_segmenter import load_zeus  # bound to the real ZeusPredictor before any patch
+from zeusseg.transforms import scaled_shape
 
 from .zeus_fakes import fake_embedder
 
@@ -196,7 +199,7 @@ def test_bundled_config_decode_cfg_is_valid():
 
 
 def test_segment_cli_passes_decode_flags_to_the_segmenter(monkeypatch, tmp_path):
-    import zeusseg.commands.segment as cmd
+    import zeusseg.inference.folder_run as folder_run
     from zeusseg.cli import get_arg_parser
 
     seen = {}
@@ -205,7 +208,7 @@ def test_segment_cli_passes_decode_flags_to_the_segmenter(monkeypatch, tmp_path)
         seen.update(kw["segment_kwargs"])
         raise SystemExit(0)
 
-    monkeypatch.setattr(cmd, "run_segment", fake_run_segment)
+    monkeypatch.setattr(folder_run, "run_segment", fake_run_segment)
     args = get_arg_parser().parse_args(
         ["segment", str(tmp_path), "-p", "cell nuclei", "--seeds", "hmax", "--seed-h", "0.1",
          "--fg-threshold", "0.6"])
@@ -269,7 +272,7 @@ def test_tune_script_parses_magnifications():
 @pytest.mark.parametrize("target", ["model", "adapter"])
 def test_tune_script_on_a_folder_writes_tables_and_the_settings(tmp_path, monkeypatch, target):
     import zeusseg.predictor
-    from zeusseg.training.train import save_model
+    from zeusseg.training.checkpoints import save_model
 
     sys.path.insert(0, str(REPO / "scripts"))
     try:
@@ -297,7 +300,8 @@ def test_tune_script_on_a_folder_writes_tables_and_the_settings(tmp_path, monkey
     out = tmp_path / "out"
     extra = []
     if target == "adapter":
-        from zeusseg.training.lora import apply_lora, base_fingerprint, save_adapter
+        from zeusseg.adapters import base_fingerprint
+        from zeusseg.training.lora import apply_lora, save_adapter
 
         base = load_zeus(str(model_dir))
         digest = base_fingerprint(base)

@@ -21,9 +21,9 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def predictor():
+    from zeusseg.inference.zeus_segmenter import load_zeus
     from zeusseg.predictor import ZeusPredictor
     from zeusseg.pretrained import weights_present
-    from zeusseg.inference.zeus_segmenter import load_zeus
 
     if not weights_present("zeus-instruct"):
         pytest.skip("bundled zeus-instruct model not present")
@@ -32,10 +32,10 @@ def predictor():
 
 @pytest.mark.parametrize(("stem", "prompt", "swapped", "floor"), CASES)
 def test_zeus_instruct_reads_names_and_instructions(predictor, stem, prompt, swapped, floor):
+    from zeusseg.inference.zeus_segmenter import segment_image
     from zeusseg.instructions import make_instruction
     from zeusseg.io import read_image, read_label_image
     from zeusseg.metrics import average_precision
-    from zeusseg.inference.zeus_segmenter import segment_image
 
     image = read_image(REPO / "examples" / f"{stem}.png")
     gt = read_label_image(REPO / "tests" / "data" / f"{stem}-labels.png")
@@ -53,8 +53,8 @@ def test_zeus_instruct_reads_names_and_instructions(predictor, stem, prompt, swa
 
 
 def test_zeus_instruct_has_its_own_class_head(predictor):
-    from zeusseg.io import read_image
     from zeusseg.inference.zeus_segmenter import find_class_head, segment_image
+    from zeusseg.io import read_image
 
     head = find_class_head("zeus-instruct", predictor.model)
     assert head is not None and set(head[1].classes) == {"RSV", "SARS-CoV-2", "FLUAV"}

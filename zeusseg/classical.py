@@ -20,6 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.feature import peak_local_max
+from skimage.filters import gaussian, threshold_otsu
+from skimage.segmentation import watershed
+from skimage.transform import rescale
 
 from zeusseg.structures import InstanceMasks, MicroscopyImage
 
@@ -66,11 +70,6 @@ def segment_classical(
     Returns:
         InstanceMasks at the image's full resolution.
     """
-    from skimage.feature import peak_local_max
-    from skimage.filters import gaussian, threshold_otsu
-    from skimage.segmentation import watershed
-    from skimage.transform import rescale
-
     p = params or ClassicalParams()
     grey = image.grey()
     h, w = grey.shape

@@ -1,8 +1,8 @@
 """YAML config files: read one as a mapping, apply dotted ``--set KEY=VALUE`` overrides.
 
-Shared by ``zeusseg train``, ``zeusseg finetune``, ``zeusseg baseline train`` and
-``scripts/run_ablation.py``, so every config command reports a bad file the same way: one line
-naming the file and the problem (``InputError``).
+Shared by ``zeusseg train``, ``zeusseg finetune``, ``zeusseg baseline train`` and the ablation
+grid (``zeusseg.evaluation.ablation``), so every config command reports a bad file the same
+way: one line naming the file and the problem (``InputError``).
 """
 
 from __future__ import annotations

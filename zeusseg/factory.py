@@ -15,150 +15,28 @@ import copy
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
+from zeusseg.errors import InputError
+from zeusseg.modeling.config import ZeusCfg
+from zeusseg.modeling.efficientnet_encoder import EfficientNetHybridEncoder
 from zeusseg.modeling.fusion import TwoWayFusion
+from zeusseg.modeling.image_encoder import ImageEncoderHybrid
 from zeusseg.modeling.mask_decoder import MaskDecoder
+from zeusseg.modeling.sam_encoder import SamImageEncoder
+from zeusseg.modeling.timm_cnn_encoder import TimmCNNEncoder
+from zeusseg.modeling.timm_encoder import TimmImageEncoder
 from zeusseg.modeling.zeus import Zeus
+from zeusseg.pretrained import is_pretrained, list_pretrained, pretrained_paths
 
 _logger = logging.getLogger(__name__)
 
 _MODEL_CONFIG_PATHS = [Path(__file__).parent / "model_configs"]
 _MODEL_CONFIGS: dict[str, dict[str, Any]] = {}
-
-
-@dataclass(frozen=True)
-class ZeusVisionCfg:
-    """Image encoder settings.
-
-    ``type``: ``hybrid`` (our conv stem + ViT, from scratch) | ``efficientnet`` (ImageNet
-    EfficientNet-Lite ``backbone`` to stride 16 + ViT blocks, ``freeze_stages`` CNN stages fixed)
-    | ``sam`` | ``timm`` (ViT) | ``timm_cnn``.
-    """
-
-    type: str = "hybrid"
-    stem_channels: tuple[int, ...] = (32, 64, 96)
-    token_stride: int = 16
-    depth: int = 4
-    num_heads: int = 4
-    mlp_ratio: float = 3.0
-    pos_grid: int = 32
-    model_type: str = "vit_b"
-    model_name: str = "vit_small_patch16_224"
-    checkpoint: str | None = None
-    img_size: int = 224
-    freeze: bool = True
-    random_init: bool = False
-    timm_kwargs: dict | None = None  # extra timm.create_model arguments (timm, timm_cnn)
-    backbone: str = "efficientnet-lite0"  # efficientnet
-    freeze_stages: int = 0  # efficientnet: stem + this many CNN stages fixed
-
-
-@dataclass(frozen=True)
-class ZeusTextCfg:
-    """Which frozen text encoder produced the token embeddings the model was trained on."""
-
-    encoder: str = "minilm-l6-v2"
-    dim: int = 384
-
-
-@dataclass(frozen=True)
-class ZeusFusionCfg:
-    """Text <-> image fusion settings (``mode``: ``late`` | ``early``)."""
-
-    mode: str = "late"
-    depth: int = 2
-    num_heads: int = 4
-    mlp_dim: int = 256
-    downsample_rate: int = 2
-    insert_after: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class ZeusDecoderCfg:
-    """Mask decoder settings."""
-
-    decoder_channels: tuple[int, ...] = (96, 64, 32)
-    hyper_dim: int = 64
-
-
-@dataclass(frozen=True)
-class ZeusInputCfg:
-    """How images are prepared: fixed ``scale`` and/or object ``target_diameter`` (px)."""
-
-    scale: float = 0.5
-    target_diameter: float = 27.0
-    pad_multiple: int = 32
-
-
-@dataclass(frozen=True)
-class ZeusDecodeCfg:
-    """Instance decoding of the dense maps (``zeusseg.inference.instance_segmentation.decode_instances``).
-
-    Kept with the weights, as StarDist keeps its tuned thresholds: a model's maps have their own
-    best thresholds (``scripts/tune_decoding.py`` picks them on training images).
-    """
-
-    fg_threshold: float = 0.5
-    seed_threshold: float = 0.5
-    boundary_threshold: float = 0.5
-    min_size: int = 15
-    smoothing: float = 1.0
-    seeds: str = "threshold"
-    seed_h: float = 0.05
-
-    def __post_init__(self) -> None:
-        for key in ("fg_threshold", "seed_threshold", "boundary_threshold"):
-            if not 0.0 < float(getattr(self, key)) < 1.0:
-                raise ValueError(f"decode_cfg.{key} must be in (0, 1), got {getattr(self, key)}")
-        if int(self.min_size) < 0 or float(self.smoothing) < 0:
-            raise ValueError("decode_cfg.min_size and decode_cfg.smoothing must be >= 0")
-        from zeusseg.inference.instance_segmentation import SEED_MODES
-
-        if self.seeds not in SEED_MODES:
-            raise ValueError(f"decode_cfg.seeds must be one of {SEED_MODES}, got {self.seeds!r}")
-        if not 0.0 < float(self.seed_h) < 1.0:
-            raise ValueError(f"decode_cfg.seed_h must be in (0, 1), got {self.seed_h}")
-
-
-@dataclass(frozen=True)
-class ZeusCfg:
-    """A whole Zeus architecture (one ``model_configs/<name>.json``)."""
-
-    embed_dim: int = 128
-    vision_cfg: ZeusVisionCfg = field(default_factory=ZeusVisionCfg)
-    text_cfg: ZeusTextCfg = field(default_factory=ZeusTextCfg)
-    fusion_cfg: ZeusFusionCfg = field(default_factory=ZeusFusionCfg)
-    decoder_cfg: ZeusDecoderCfg = field(default_factory=ZeusDecoderCfg)
-    input_cfg: ZeusInputCfg = field(default_factory=ZeusInputCfg)
-    decode_cfg: ZeusDecodeCfg = field(default_factory=ZeusDecodeCfg)
-
-    @classmethod
-    def from_dict(cls, cfg: dict[str, Any]) -> ZeusCfg:
-        """Parse a config dict; unknown keys raise ``TypeError``."""
-        cfg = dict(cfg)
-
-        def sub(kind, key):
-            d = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.pop(key, {}).items()}
-            return kind(**d)
-
-        parts = dict(
-            vision_cfg=sub(ZeusVisionCfg, "vision_cfg"),
-            text_cfg=sub(ZeusTextCfg, "text_cfg"),
-            fusion_cfg=sub(ZeusFusionCfg, "fusion_cfg"),
-            decoder_cfg=sub(ZeusDecoderCfg, "decoder_cfg"),
-            input_cfg=sub(ZeusInputCfg, "input_cfg"),
-            decode_cfg=sub(ZeusDecodeCfg, "decode_cfg"),
-        )
-        return cls(**cfg, **parts)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples become lists)."""
-        return json.loads(json.dumps(asdict(self)))
 
 
 def _rescan_model_configs() -> None:
@@ -170,8 +48,6 @@ def _rescan_model_configs() -> None:
 
 def list_models() -> list[str]:
     """Names of the architectures (``model_configs/*.json``) and of the bundled models."""
-    from zeusseg.pretrained import list_pretrained
-
     if not _MODEL_CONFIGS:
         _rescan_model_configs()
     return sorted(set(_MODEL_CONFIGS) | set(list_pretrained()))
@@ -204,38 +80,28 @@ def _build_image_encoder(cfg: ZeusCfg, backbone_weights: bool = True) -> torch.n
     (a full checkpoint is loaded next and replaces them)."""
     v = cfg.vision_cfg
     if v.type == "hybrid":
-        from zeusseg.modeling.image_encoder import ImageEncoderHybrid
-
         return ImageEncoderHybrid(
             stem_channels=v.stem_channels, token_stride=v.token_stride, embed_dim=cfg.embed_dim,
             depth=v.depth, num_heads=v.num_heads, mlp_ratio=v.mlp_ratio, pos_grid=v.pos_grid,
         )
     if v.type == "efficientnet":
-        from zeusseg.modeling.efficientnet_encoder import EfficientNetHybridEncoder
-
         return EfficientNetHybridEncoder(
             backbone=v.backbone, pretrained=backbone_weights and not v.random_init,
             embed_dim=cfg.embed_dim, skip_channels=v.stem_channels, depth=v.depth,
             num_heads=v.num_heads, mlp_ratio=v.mlp_ratio, freeze_stages=v.freeze_stages,
         )
     if v.type == "sam":
-        from zeusseg.modeling.sam_encoder import SamImageEncoder
-
         return SamImageEncoder(
             model_type=v.model_type, checkpoint=v.checkpoint, embed_dim=cfg.embed_dim,
             stem_channels=v.stem_channels, freeze=v.freeze, random_init=v.random_init,
         )
     if v.type == "timm":
-        from zeusseg.modeling.timm_encoder import TimmImageEncoder
-
         return TimmImageEncoder(
             model_name=v.model_name, checkpoint=v.checkpoint, img_size=v.img_size,
             embed_dim=cfg.embed_dim, stem_channels=v.stem_channels, freeze=v.freeze,
             random_init=v.random_init, timm_kwargs=v.timm_kwargs,
         )
     if v.type == "timm_cnn":
-        from zeusseg.modeling.timm_cnn_encoder import TimmCNNEncoder
-
         return TimmCNNEncoder(
             model_name=v.model_name, checkpoint=v.checkpoint, embed_dim=cfg.embed_dim,
             stem_channels=v.stem_channels, freeze=v.freeze, random_init=v.random_init,
@@ -288,8 +154,6 @@ def load_checkpoint(
         InputError: a corrupt file, or weights that do not fit the model (names the file and
             the first mismatching tensors).
     """
-    from zeusseg.errors import InputError
-
     path = Path(checkpoint)
     if path.is_dir() and (path / "model.safetensors").is_file():
         path = path / "model.safetensors"  # a run's best/ or an export folder
@@ -297,8 +161,6 @@ def load_checkpoint(
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -336,8 +198,6 @@ def build_zeus(
         WeightsNotFoundError: a bundled model whose weights file is missing.
         FileNotFoundError: ``checkpoint`` or a config path does not exist.
     """
-    from zeusseg.pretrained import is_pretrained, pretrained_paths
-
     if isinstance(name_or_config, ZeusCfg | dict):
         return _build_zeus(name_or_config, checkpoint)
     name = str(name_or_config)

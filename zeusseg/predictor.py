@@ -9,9 +9,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from zeusseg.modeling.image_encoder import ImageFeatures
-from zeusseg.modeling.zeus import Zeus
 from zeusseg.inference.prompt_decoding import PromptMaps, decode_prompts, prepare_prompt_maps
+from zeusseg.modeling.config import ZeusCfg, get_zeus_cfg
+from zeusseg.modeling.image_encoder import ImageFeatures
+from zeusseg.modeling.text_embedder import PromptEmbedder
+from zeusseg.modeling.zeus import Zeus
+from zeusseg.transforms import rgb_to_grey
 
 _logger = logging.getLogger(__name__)
 
@@ -22,8 +25,8 @@ class ZeusPredictor:
     """Caches the image embedding so that several prompts cost one encoder pass.
 
     The image is used at the resolution given (rescaling to the model's scale is the caller's
-    job; ``zeusseg.inference.zeus_segmenter.segment_image`` does it); it is reflect-padded to the model's
-    ``pad_multiple`` and the maps are cropped back.
+    job; ``zeusseg.inference.zeus_segmenter.segment_image`` does it); it is reflect-padded to the
+    model's ``pad_multiple`` and the maps are cropped back.
 
     Args:
         model: a Zeus model (``build_zeus``).
@@ -37,12 +40,11 @@ class ZeusPredictor:
 
     @property
     def embedder(self):
-        """The prompt embedder (built on first use)."""
+        """The prompt embedder (built on first use; a model without a config gets the
+        ``ZeusCfg`` default text encoder)."""
         if self._embedder is None:
-            from zeusseg.modeling.text_embedder import PromptEmbedder
-
-            cfg = getattr(self.model, "zeus_cfg", None)
-            self._embedder = PromptEmbedder(cfg.text_cfg.encoder if cfg else "minilm-l6-v2")
+            cfg = get_zeus_cfg(self.model) or ZeusCfg()
+            self._embedder = PromptEmbedder(cfg.text_cfg.encoder)
         return self._embedder
 
     @property
@@ -66,7 +68,7 @@ class ZeusPredictor:
         """
         image = np.asarray(image, dtype=np.float32)
         if image.ndim == 3 and image.shape[-1] in (3, 4):
-            image = image[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
+            image = rgb_to_grey(image)
         if image.ndim != 2:
             raise ValueError(f"image must be (H, W) or (H, W, 3), got shape {image.shape}")
         self.set_torch_image(torch.from_numpy(np.array(image, dtype=np.float32))[None, None])
@@ -137,10 +139,9 @@ class ZeusPredictor:
         if not self.is_image_set:
             raise RuntimeError(_NOT_SET)
         if text not in self._prompt_maps:
-            cfg = getattr(self.model, "zeus_cfg", None)
-            diameter = cfg.input_cfg.target_diameter if cfg is not None else 27.0
+            cfg = get_zeus_cfg(self.model) or ZeusCfg()  # no config: the default diameter
             self._prompt_maps[text] = prepare_prompt_maps(
-                self.predict(text)[0], default_diameter=diameter
+                self.predict(text)[0], default_diameter=cfg.input_cfg.target_diameter
             )
         return self._prompt_maps[text]
 

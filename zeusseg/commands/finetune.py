@@ -23,10 +23,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "--config ..."
         ),
     )
-    from zeusseg.training.finetune import add_finetune_args
-
     add_finetune_args(p)
     p.set_defaults(run=run)
+
+
+def add_finetune_args(p: argparse.ArgumentParser) -> None:
+    """Add the fine-tuning options to a parser (also of ``python -m zeusseg.finetune``)."""
+    g = p.add_argument_group("Training")
+    g.add_argument("--config", required=True, help="fine-tuning YAML (configs/finetune/*.yaml)")
+    g.add_argument("--output-dir", default=None, help="overrides the config's output_dir")
+    g.add_argument("--merge", action="store_true",
+                   help="also write OUTPUT_DIR/merged: the base with the adapter merged in")
+    g.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override config entries, e.g. train.max_steps=10 (YAML values)")
 
 
 def run(args: argparse.Namespace) -> int:

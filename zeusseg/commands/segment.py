@@ -6,14 +6,13 @@ import argparse
 import logging
 
 from zeusseg.errors import InputError
-from zeusseg.inference.folder_run import (
+from zeusseg.inference.folder_outputs import (
     DEFAULT_FORMATS,
     DEFAULT_METHOD,
     METHODS,
     OUTPUT_FORMATS,
     output_path,
     parse_formats,
-    run_segment,
 )
 from zeusseg.tiling import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE
 
@@ -162,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         inputs = args.input
         prompts = args.prompt or ["object"]
+    from zeusseg.inference.folder_run import run_segment  # torch: keep `zeusseg --help` light
+
     report = run_segment(
         inputs,
         prompts,

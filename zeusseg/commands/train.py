@@ -20,10 +20,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "OUTPUT_DIR/best. Multi-GPU: accelerate launch -m zeusseg.train --config ..."
         ),
     )
-    from zeusseg.training.train import add_train_args
-
     add_train_args(p)
     p.set_defaults(run=run)
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    """Add the training options to a parser (also of ``python -m zeusseg.train``)."""
+    g = p.add_argument_group("Training")
+    g.add_argument("--config", required=True, help="training YAML (configs/zeroshot/*.yaml)")
+    g.add_argument("--output-dir", default=None, help="overrides the config's output_dir")
+    g.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override config entries, e.g. train.max_steps=10 (YAML values)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,17 +6,18 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 
 from zeusseg.compare.curves import PRCurve
 from zeusseg.io.atomic import atomic_path
+from zeusseg.io.overlay import render_overlay
 from zeusseg.structures import InstanceMasks, MicroscopyImage
 
 
 def _save(fig, path: str | os.PathLike) -> Path:
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     path = Path(path)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
@@ -25,8 +26,7 @@ def _save(fig, path: str | os.PathLike) -> Path:
 
 
 def _pyplot():
-    import matplotlib
-
+    """matplotlib.pyplot on the Agg backend (chosen before pyplot is imported: no display)."""
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -88,8 +88,6 @@ def montage(images: Sequence[tuple[str, MicroscopyImage]],
         path: PNG to write.
         max_side: long side of each cell in pixels (overlays are downsampled by striding).
     """
-    from zeusseg.io.overlay import render_overlay
-
     plt = _pyplot()
     rows, cols = len(images), len(columns)
     fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.3 * rows), squeeze=False)

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from zeusseg.baselines.config import BASELINE_CONFIGS
-from zeusseg.errors import InputError, ZeusSegError
+from zeusseg.errors import InputError, WeightsNotFoundError, ZeusSegError
+from zeusseg.inference.folder_outputs import Segmenter
 from zeusseg.io.atomic import write_text_atomic
-from zeusseg.inference.folder_run import Segmenter
 
 _logger = logging.getLogger(__name__)
 
@@ -145,18 +145,17 @@ def build_method(method: str, opts: MethodOptions, default_prompt: str
     Raises:
         MethodUnavailable: its model or weights are missing, or it cannot be imported yet.
     """
-    from zeusseg.errors import WeightsNotFoundError
-
     check_available(method, opts)
     prompts = list(opts.prompts) or [default_prompt]
     try:
         if method in BASELINES:
+            # torch: `zeusseg --help` imports this module (zeusseg.commands.compare)
             from zeusseg.baselines.predict import build_baseline_segmenter
 
             seg = build_baseline_segmenter(opts.runs_dir / method, name=method,
                                            score_thresh=opts.score_thresh)
             return seg, list(seg.cfg.class_names), baseline_origin(seg.meta, seg.cfg)
-        from zeusseg.inference.folder_run import build_segmenter
+        from zeusseg.inference.folder_run import build_segmenter  # torch: as above
 
         if method == "classical":
             return build_segmenter("classical", prompts), prompts, "no training (Otsu+watershed)"
@@ -277,6 +276,7 @@ def method_predictions(
         MethodUnavailable: predictions are missing and the method's model is too.
         InputError: a method that is not in ``METHODS`` and has no cached predictions.
     """
+    # torch: `zeusseg --help` imports this module (zeusseg.commands.compare)
     from zeusseg.inference.folder_run import segment_paths
 
     check_method_name(method)

@@ -27,10 +27,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from zeusseg.compare.methods import MethodOptions, MethodRun, MethodUnavailable, method_predictions
+from zeusseg.compare.curves import pr_curve
+from zeusseg.compare.figures import bar_chart, montage, pr_plot
+from zeusseg.compare.methods import (
+    MethodOptions,
+    MethodRun,
+    MethodUnavailable,
+    check_available,
+    check_method_name,
+    is_cached,
+    method_predictions,
+)
+from zeusseg.datasets import get_dataset
 from zeusseg.errors import InputError
-from zeusseg.evaluation import EvaluationResult, evaluate, write_report
+from zeusseg.evaluation import EvaluationResult, evaluate, load_label_set, write_report
 from zeusseg.evaluation.scoring import PER_CLASS
+from zeusseg.io import read_image, read_label_image
 from zeusseg.io.atomic import write_text_atomic
 from zeusseg.structures import InstanceMasks
 
@@ -131,9 +143,6 @@ def run_compare(
         MethodUnavailable: a method cannot run and ``skip_missing`` is False.
         InputError: no, unknown or repeated method; missing dataset.
     """
-    from zeusseg.compare.methods import check_available, check_method_name, is_cached
-    from zeusseg.datasets import get_dataset
-
     if len(set(methods)) != len(methods) or not methods:
         raise InputError(None, f"give each method once, got {list(methods)}")
     opts = opts or MethodOptions()
@@ -200,10 +209,6 @@ def _provenance(comp: Comparison) -> list[tuple[str, str]]:
 def write_compare_report(comp: Comparison, out: str | os.PathLike, *, data_root=None,
                          montage_images: int = 4) -> list[Path]:
     """Write the report folder (see the module docstring). Returns the written paths."""
-    from zeusseg.compare.figures import bar_chart, montage, pr_plot
-    from zeusseg.evaluation.evaluate import load_label_set
-    from zeusseg.io import read_image, read_label_image
-
     out = Path(out)
     gt = load_label_set(comp.dataset, data_root)
     results = {m: load_label_set(r.results, data_root, ids_from=gt).masks
@@ -227,8 +232,6 @@ def write_compare_report(comp: Comparison, out: str | os.PathLike, *, data_root=
     written = []
     for m, r in comp.results.items():
         written += write_report(r, out / m)
-    from zeusseg.compare.curves import pr_curve
-
     curves = {m: pr_curve([gt.masks[n] for n in names], [by[n] for n in names])
               for m, by in preds.items()}
     figs = {}
@@ -254,8 +257,6 @@ def write_compare_report(comp: Comparison, out: str | os.PathLike, *, data_root=
 
 
 def _image_path(dataset: str, name: str, data_root) -> Path:
-    from zeusseg.datasets import get_dataset
-
     return get_dataset(dataset, data_root).image_path(name)
 
 

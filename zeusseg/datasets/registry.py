@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zeusseg.errors import InputError
+from zeusseg.io.coco import read_coco
+from zeusseg.io.labels import read_label_image
 from zeusseg.structures import InstanceMasks
 
 ENV_VAR = "ZEUSSEG_DATA_ROOT"
@@ -141,8 +143,6 @@ class Dataset:
             raise InputError(self.root, f"folder of dataset '{spec.name}' not found")
         self._coco = None
         if spec.kind == "coco":
-            from zeusseg.io.coco import read_coco
-
             self._coco = read_coco(self.root / "annotations.json")
             ids = self._coco.id_by_name()
             self._ids = {s: ids[s] for s in sorted(ids) if spec.select(s)}
@@ -174,7 +174,6 @@ class Dataset:
         """Ground-truth instance masks of sample ``name``."""
         if self._coco is not None:
             return self._coco.masks(self._ids[name])
-        from zeusseg.io.labels import read_label_image
 
         masks = read_label_image(self.root / "labels" / f"{name}.png")
         masks.class_names = self.class_names

@@ -7,6 +7,9 @@ import io
 from collections.abc import Sequence
 
 import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from zeusseg.metrics import _as_labels, _compact
 from zeusseg.structures import InstanceMasks
@@ -42,9 +45,6 @@ def coco_mask_ap(
     Raises:
         ValueError: the lists differ in length or a pair differs in shape.
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     if len(masks_true) != len(masks_pred):
         raise ValueError(
             f"coco_mask_ap needs as many predictions as truths "
@@ -102,8 +102,6 @@ def _annotations(
     start_id: int,
 ) -> list[dict]:
     """COCO annotations (compressed RLE, area, XYWH bbox, score) of every instance with pixels."""
-    from pycocotools import mask as mask_utils
-
     compact, ids = _compact(labels)
     if ids.size == 0:
         return []

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from zeusseg.datasets import DATASETS, get_dataset
 from zeusseg.errors import InputError
 from zeusseg.evaluation.coco_map import coco_mask_ap
 from zeusseg.evaluation.scoring import (
@@ -32,6 +33,8 @@ from zeusseg.evaluation.scoring import (
     scores,
 )
 from zeusseg.io.coco import CocoDataset, read_coco
+from zeusseg.io.coco_results import is_results_list, read_coco_results
+from zeusseg.io.labels import LABEL_SUFFIXES, read_label_image
 from zeusseg.metrics import match_image
 from zeusseg.structures import InstanceMasks
 
@@ -135,12 +138,10 @@ def load_label_set(source: str | os.PathLike, data_root: str | os.PathLike | Non
     if path.is_file():
         if path.suffix.lower() != ".json":
             raise InputError(path, "expected a COCO .json file or a folder of label images")
-        from zeusseg.io.coco_results import is_results_list
 
         if is_results_list(path):
             return _load_results(path, ids_from)
         return _coco_set(read_coco(path))
-    from zeusseg.datasets import DATASETS, get_dataset
 
     if str(source) in DATASETS:
         ds = get_dataset(str(source), data_root)
@@ -152,15 +153,11 @@ def load_label_set(source: str | os.PathLike, data_root: str | os.PathLike | Non
 
 
 def _label_files(folder: Path) -> list[Path]:
-    from zeusseg.io.labels import LABEL_SUFFIXES
-
     return [p for p in sorted(folder.iterdir()) if p.is_file()
             and p.suffix.lower() in LABEL_SUFFIXES and not p.name.startswith(".")]
 
 
 def _load_folder(folder: Path, files: list[Path]) -> LabelSet:
-    from zeusseg.io.labels import read_label_image
-
     out = LabelSet(str(folder), {})
     for p in files:
         if p.stem in out.masks:
@@ -185,8 +182,6 @@ def _coco_set(coco: CocoDataset) -> LabelSet:
 
 
 def _load_results(path: Path, ids_from: LabelSet | None) -> LabelSet:
-    from zeusseg.io.coco_results import read_coco_results
-
     if ids_from is None:  # read as the ground truth
         raise InputError(path, "a COCO results list (predictions without file names), not a "
                          "COCO dataset; score it with --pred against a COCO --gt")

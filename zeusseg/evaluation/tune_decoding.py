@@ -25,7 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
+from zeusseg.inference.instance_segmentation import decode_instances
+from zeusseg.inference.zeus_segmenter import scaled_maps, segment_image
 from zeusseg.metrics import average_precision
 from zeusseg.structures import MicroscopyImage
 
@@ -62,10 +65,6 @@ class CachedMaps:
 def collect_maps(predictor, samples: Iterable[tuple[MicroscopyImage, np.ndarray]], prompt: str,
                  progress: bool = False) -> list[CachedMaps]:
     """Maps of ``prompt`` on each (image, truth labels) pair (``zeus_segmenter.scaled_maps``)."""
-    from tqdm.auto import tqdm
-
-    from zeusseg.inference.zeus_segmenter import scaled_maps
-
     out = []
     for image, truth in tqdm(list(samples), desc=f"maps '{prompt}'", disable=not progress):
         probs, factor = scaled_maps(predictor, image, [prompt])
@@ -75,8 +74,7 @@ def collect_maps(predictor, samples: Iterable[tuple[MicroscopyImage, np.ndarray]
 
 def decode_cached(maps: CachedMaps, **decode_kwargs) -> np.ndarray:
     """(H, W) int32 instance labels of ``maps`` decoded with ``decode_kwargs``, original size."""
-    from zeusseg.inference.instance_segmentation import decode_instances
-    from zeusseg.training.scaling import resize_labels
+    from zeusseg.transforms import resize_labels
 
     labels, _ = decode_instances(maps.probs[0], **decode_kwargs)
     if labels.shape != maps.truth.shape:
@@ -109,8 +107,6 @@ def sweep(datasets: Mapping[str, Sequence[CachedMaps]],
         descending, then fewest ``changes`` (ties go to the model's current setting), then
         the order given.
     """
-    from tqdm.auto import tqdm
-
     if isinstance(settings, Mapping):
         settings = grid_settings(settings)
     base = dict(base or {})
@@ -164,7 +160,7 @@ def shortlist(table: pd.DataFrame, base: Mapping[str, object], per_mode: int = 3
 def magnified(image: MicroscopyImage, truth: np.ndarray, factor: float
               ) -> tuple[MicroscopyImage, np.ndarray]:
     """``image`` and its truth labels resized by ``factor`` (objects ``factor`` x larger)."""
-    from zeusseg.training.scaling import resize_image, resize_labels, scaled_shape
+    from zeusseg.transforms import resize_image, resize_labels, scaled_shape
 
     if factor == 1:
         return image, truth
@@ -188,10 +184,6 @@ def pipeline_scores(predictor, datasets: Mapping[str, tuple[str, Sequence, Seque
         mean over every (dataset, magnification), sorted by ``score`` descending (ties keep
         the order given).
     """
-    from tqdm.auto import tqdm
-
-    from zeusseg.inference.zeus_segmenter import segment_image
-
     rows = []
     for setting in tqdm(list(settings), desc="pipeline", disable=not progress):
         row: dict[str, object] = dict(setting)

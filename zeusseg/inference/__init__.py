@@ -6,7 +6,9 @@
 - ``prompt_decoding``: point and box prompts;
 - ``interactive``: editing one image's instances (napari, notebooks);
 - ``image_loader``: images of a folder run, read ahead in a worker;
-- ``folder_outputs``: what a folder run writes (formats, report, output folder);
+- ``folder_outputs``: what a folder run takes and writes (methods, formats, report, output
+  folder);
+- ``folder_loop``: the per-process loop: segment the images in order, write their outputs;
 - ``folder_run``: ``segment_paths`` / ``run_segment``, one process;
 - ``parallel_run``: the same split over the processes of ``accelerate launch``.
 

@@ -1,110 +1,41 @@
 """Segment images or folders and write label TIFFs, overlays and one COCO predictions JSON
-(and, on request, ImageJ ROI sets and QuPath GeoJSON; ``OUTPUT_FORMATS``).
+(and, on request, ImageJ ROI sets and QuPath GeoJSON; ``folder_outputs.OUTPUT_FORMATS``).
 
 Also the module behind ``python -m zeusseg.segment`` (same options as ``zeusseg segment``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from zeusseg.classical import segment_classical
 from zeusseg.errors import InputError
-from zeusseg.io import list_images, write_label_tiff, write_overlay
-from zeusseg.io.atomic import remove_stale_temp_files
-from zeusseg.io.coco import CocoAccumulator
-from zeusseg.structures import InstanceMasks, MicroscopyImage
+from zeusseg.inference.folder_loop import segment_loop
+from zeusseg.inference.folder_outputs import (
+    DEFAULT_METHOD,
+    METHODS,
+    Segmenter,
+    SegmentReport,
+    parse_formats,
+    prepare_output,
+)
+from zeusseg.inference.parallel_run import (
+    distributed_state,
+    process_rank,
+    segment_paths_parallel,
+    world_size,
+)
+from zeusseg.inference.zeus_segmenter import build_zeus_segmenter
+from zeusseg.instructions import MODES, InstructionCache, make_instruction
+from zeusseg.io import list_images
+from zeusseg.structures import MicroscopyImage
 
 _logger = logging.getLogger(__name__)
-
-METHODS = ("zeus", "classical")
-DEFAULT_METHOD = "zeus"
-
-OUTPUT_FORMATS = {
-    "tif": "labels/<name>.tif (label TIFF with classes and scores; napari, Fiji)",
-    "coco": "predictions.json (COCO, RLE masks with scores)",
-    "roi": "rois/<name>.zip (ImageJ/Fiji ROI set, one polygon per instance)",
-    "geojson": "geojson/<name>.geojson (QuPath detections, polygons with class and score)",
-}
-"""Output format -> what ``zeusseg segment --format`` writes for it."""
-DEFAULT_FORMATS = ("tif", "coco")
-
-Segmenter = Callable[[MicroscopyImage], InstanceMasks]
-
-
-@dataclass
-class SegmentReport:
-    """What a folder run did."""
-
-    out: Path
-    done: list[str] = field(default_factory=list)
-    skipped_existing: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    instances: int = 0
-    formats: tuple[str, ...] = DEFAULT_FORMATS
-
-    @property
-    def predictions(self) -> Path:
-        return self.out / "predictions.json"
-
-
-def parse_formats(formats: str | Sequence[str] | None) -> tuple[str, ...]:
-    """Output formats from ``"tif,coco,roi"`` (or a sequence), in ``OUTPUT_FORMATS`` order.
-
-    None gives ``DEFAULT_FORMATS``.
-
-    Raises:
-        InputError: an unknown or no format.
-    """
-    if formats is None:
-        return DEFAULT_FORMATS
-    items = formats.split(",") if isinstance(formats, str) else list(formats)
-    items = [f.strip().lower() for f in items if f.strip()]
-    unknown = [f for f in items if f not in OUTPUT_FORMATS]
-    if unknown or not items:
-        what = f"unknown format(s) {', '.join(unknown)}" if unknown else "no format given"
-        raise InputError(None, f"--format: {what}; choose a comma-separated list of "
-                         f"{', '.join(OUTPUT_FORMATS)} (default: {','.join(DEFAULT_FORMATS)})")
-    return tuple(f for f in OUTPUT_FORMATS if f in items)
-
-
-def output_path(out: Path, fmt: str, stem: str) -> Path:
-    """Where ``fmt`` writes the result of image ``stem`` (not for ``coco``: one file per run)."""
-    return {"tif": out / "labels" / f"{stem}.tif", "roi": out / "rois" / f"{stem}.zip",
-            "geojson": out / "geojson" / f"{stem}.geojson"}[fmt]
-
-
-def write_image_outputs(out: Path, name: str, masks: InstanceMasks, formats: Sequence[str],
-                        image: MicroscopyImage | None = None, missing_only: bool = False) -> None:
-    """Write the per-image files of ``formats`` (and the overlay when ``image`` is given).
-
-    Args:
-        name: the image's file name (outputs are named after its stem).
-        missing_only: write only files that do not exist yet (resumed runs).
-    """
-    from zeusseg.io.geojson import write_geojson
-    from zeusseg.io.imagej_rois import write_imagej_rois
-
-    stem = Path(name).stem
-    writers = {"tif": lambda p: write_label_tiff(p, masks),
-               "roi": lambda p: write_imagej_rois(p, masks),
-               "geojson": lambda p: write_geojson(p, masks, name)}
-    for fmt, write in writers.items():
-        path = output_path(out, fmt, stem)
-        if fmt in formats and not (missing_only and path.exists()):
-            write(path)
-    if image is not None:
-        write_overlay(out / "overlays" / f"{stem}.png", image, masks)
-
-
-def class_table(prompts: Sequence[str]) -> dict[int, str]:
-    """Category id (1-based, in prompt order) -> prompt."""
-    return {i: p for i, p in enumerate(prompts, start=1)}
 
 
 def build_segmenter(
@@ -133,16 +64,12 @@ def build_segmenter(
     if method not in METHODS:
         raise ValueError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
     if method == "classical":
-        from zeusseg.classical import segment_classical
-
         if len(prompts) > 1:
             _logger.warning("the classical method ignores the text; all instances get class 1")
         if adapter:
             raise ValueError("--adapter needs --method zeus")
         name = prompts[0] if prompts else "object"
         return lambda image: segment_classical(image, class_name=name)
-    from zeusseg.inference.zeus_segmenter import build_zeus_segmenter
-
     text_of = None
     if instruction_mode != "name":
         text_of = instruction_text_of(instruction_mode, instruction_cache)
@@ -155,8 +82,6 @@ def instruction_text_of(
 ) -> Callable[[MicroscopyImage], Callable[[str], str]]:
     """image -> (prompt -> its instruction on that image) in ``template`` or ``llm`` mode, cached
     (also for prompts the class head adds, such as its parent prompt)."""
-    from zeusseg.instructions import MODES, InstructionCache, make_instruction
-
     if mode not in MODES:
         raise ValueError(f"unknown instruction mode '{mode}'; choose one of {', '.join(MODES)}")
     cache = InstructionCache(cache_path) if cache_path else None
@@ -209,8 +134,6 @@ def segment_paths(
     """
     if on_error not in ("stop", "skip"):
         raise ValueError(f"on_error must be stop or skip, got {on_error!r}")
-    from zeusseg.inference.parallel_run import world_size
-
     formats = parse_formats(formats)
     if skip_existing and "tif" not in formats:
         raise InputError(None, "--skip-existing resumes from the label TIFFs in OUT/labels: "
@@ -218,8 +141,6 @@ def segment_paths(
     kwargs = dict(overlays=overlays, skip_existing=skip_existing, on_error=on_error,
                   progress=progress, workers=workers, formats=formats)
     if world_size() > 1:
-        from zeusseg.inference.parallel_run import segment_paths_parallel
-
         return segment_paths_parallel(paths, segmenter, out, prompts, **kwargs)
     out = prepare_output(out, paths)
     report = SegmentReport(out=out, formats=formats)
@@ -227,88 +148,6 @@ def segment_paths(
     if results.images and "coco" in formats:
         results.write(report.predictions)
     return report
-
-
-def prepare_output(out: str | os.PathLike, paths: Sequence[Path]) -> Path:
-    """Remove temp files of an interrupted run from ``out``; check the output names are unique.
-
-    Raises:
-        InputError: two inputs share a file stem (their outputs would collide).
-    """
-    out = Path(out)
-    for sub in (out, out / "labels", out / "overlays", out / "rois", out / "geojson"):
-        if remove_stale_temp_files(sub):
-            _logger.info("%s: removed temporary files of an interrupted run", sub)
-    check_unique_stems(paths)
-    return out
-
-
-def check_unique_stems(paths: Sequence[Path]) -> None:
-    """Raise InputError when two inputs share a file stem."""
-    counts = Counter(Path(p).stem for p in paths)  # linear: folders hold thousands of images
-    dupes = {stem for stem, n in counts.items() if n > 1}
-    if dupes:
-        raise InputError(paths[0].parent, f"several files share the name(s) {sorted(dupes)[:3]}")
-
-
-def segment_loop(
-    paths: Sequence[Path],
-    segmenter: Segmenter,
-    report: SegmentReport,
-    prompts: Sequence[str],
-    *,
-    overlays: bool = True,
-    skip_existing: bool = False,
-    on_error: str = "stop",
-    progress: bool = True,
-    workers: int = 0,
-    formats: Sequence[str] = DEFAULT_FORMATS,
-) -> CocoAccumulator:
-    """Segment ``paths`` in order, write the per-image outputs of ``formats`` (and overlays) to
-    ``report.out``, fill ``report``.
-
-    Returns:
-        The COCO annotations of every image done or kept (``skip_existing``), in path order
-        (none unless ``coco`` is one of ``formats``).
-
-    Raises:
-        InputError: the first bad input when ``on_error="stop"``.
-    """
-    from tqdm.auto import tqdm
-
-    from zeusseg.inference.image_loader import iter_images
-
-    out = report.out
-    classes = class_table(prompts)
-    results = CocoAccumulator(classes or {1: "object"})  # RLE only: memory stays flat
-    items = iter_images(paths, label_dir=out / "labels", skip_existing=skip_existing,
-                        workers=workers)
-    for item in tqdm(items, total=len(paths), desc="segment", unit="img",
-                     disable=not progress or len(paths) < 2):
-        path = item.path
-        if item.existing is not None:
-            if "coco" in formats:
-                results.add(path.name, item.existing)
-            write_image_outputs(out, path.name, item.existing, formats, missing_only=True)
-            report.skipped_existing.append(path.name)
-            continue
-        try:
-            item.raise_error()
-            image = item.image
-            masks = segmenter(image)
-        except InputError as err:
-            if on_error == "stop":
-                raise
-            _logger.error("%s (skipped)", err)
-            report.failed[path.name] = err.problem
-            continue
-        masks.class_names = dict(classes) or masks.class_names
-        write_image_outputs(out, path.name, masks, formats, image if overlays else None)
-        if "coco" in formats:
-            results.add(path.name, masks)
-        report.done.append(path.name)
-        report.instances += len(masks)
-    return results
 
 
 def run_segment(
@@ -340,8 +179,6 @@ def run_segment(
     device = kwargs.pop("device", None)
     segment_kwargs = kwargs.pop("segment_kwargs", None)
     if device is None and method == "zeus":
-        from zeusseg.inference.parallel_run import distributed_state, world_size
-
         if world_size() > 1:  # one GPU per process (the CPU when there is none)
             device = str(distributed_state().device)
     segmenter = build_segmenter(
@@ -358,10 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     Under ``accelerate launch`` with several processes only the main process prints the
     summary (every process gets the same merged report and exit code).
     """
-    import contextlib
-
-    from zeusseg.__main__ import main as cli_main
-    from zeusseg.inference.parallel_run import process_rank
+    from zeusseg.__main__ import main as cli_main  # the CLI imports this module: no cycle
 
     args = ["segment", *(sys.argv[1:] if argv is None else argv)]
     if process_rank() == 0:

@@ -17,7 +17,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from torch.utils.data import DataLoader
+
 from zeusseg.errors import InputError
+from zeusseg.io import read_image, read_label_image
 from zeusseg.structures import InstanceMasks, MicroscopyImage
 
 _logger = logging.getLogger(__name__)
@@ -69,8 +72,6 @@ class ImageFileDataset:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> LoadedImage:
-        from zeusseg.io import read_image, read_label_image
-
         path = self.paths[index]
         item = LoadedImage(index=index, path=path)
         if self.skip_existing and self.label_dir is not None:
@@ -119,7 +120,6 @@ def iter_images(
         for i in range(len(dataset)):
             yield dataset[i]
         return
-    from torch.utils.data import DataLoader
 
     loader = DataLoader(
         dataset,

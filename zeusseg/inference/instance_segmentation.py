@@ -27,14 +27,16 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
+from skimage.morphology import h_maxima
+from skimage.segmentation import watershed
 
+from zeusseg.modeling.config import SEED_MODES
 from zeusseg.structures import InstanceMasks
 
 _logger = logging.getLogger(__name__)
 
 DEFAULT_MIN_SIZE = 15
 """Default minimum instance area in pixels at the model's input scale."""
-SEED_MODES = ("threshold", "hmax")
 HMAX_FLOOR = 0.2
 """``seeds="hmax"``: maxima of ``centre * boundary`` at or below this are not seeds (noise)."""
 
@@ -90,16 +92,12 @@ def decode_instances(
     if seeds == "threshold":
         seed_mask = fg & (centre > seed_threshold) & (boundary > boundary_threshold)
     elif seeds == "hmax":
-        from skimage.morphology import h_maxima
-
         product = centre * boundary
         seed_mask = fg & (product > HMAX_FLOOR) & h_maxima(product, float(seed_h)).astype(bool)
     else:
         raise ValueError(f"seeds must be one of {SEED_MODES}, got {seeds!r}")
     markers, n_seeds = ndimage.label(seed_mask)
     if n_seeds > 0:
-        from skimage.segmentation import watershed
-
         labels = watershed(-boundary, markers=markers, mask=fg, connectivity=2)
         labels = labels.astype(np.int32, copy=False)
     else:

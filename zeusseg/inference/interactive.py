@@ -17,8 +17,12 @@ from typing import TypeVar
 
 import numpy as np
 
+from zeusseg.inference.zeus_segmenter import MAX_SCALE, MIN_SCALE
+from zeusseg.io.images import normalise_intensity
+from zeusseg.modeling.config import get_zeus_cfg
 from zeusseg.predictor import ZeusPredictor
 from zeusseg.structures import InstanceMasks, MicroscopyImage
+from zeusseg.transforms import median_diameter, resize_image, scaled_shape
 
 _logger = logging.getLogger(__name__)
 
@@ -51,21 +55,16 @@ def prepare_predictor(
     Returns:
         The factor used.
     """
-    from zeusseg.training.scaling import median_diameter, resize_image, scaled_shape
-    from zeusseg.inference.zeus_segmenter import MAX_SCALE, MIN_SCALE
-
     if not isinstance(image, MicroscopyImage):
         arr = np.asarray(image)
         if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
             raise ValueError(f"image must be (H, W) or (H, W, 3), got shape {arr.shape}")
         if (not np.issubdtype(arr.dtype, np.floating) or np.nanmin(arr) < 0
                 or np.nanmax(arr) > 1):
-            from zeusseg.io.images import normalise_intensity
-
             arr = normalise_intensity(arr)
         image = MicroscopyImage(arr[..., :3] if arr.ndim == 3 else arr)
     grey = image.grey().astype(np.float32, copy=False)
-    cfg = getattr(predictor.model, "zeus_cfg", None)
+    cfg = get_zeus_cfg(predictor.model)
     if scale is None:
         scale = cfg.input_cfg.scale if cfg is not None else 1.0
         lab = labels.labels if isinstance(labels, InstanceMasks) else labels
@@ -169,8 +168,6 @@ def add_instance_at(
     masks, scores, _ = predictor.predict_prompts(text, coords, point_labels, pbox, **decode_kwargs)
     mask = masks[0]
     if mask.shape != shape:
-        from zeusseg.training.scaling import resize_image
-
         mask = resize_image(mask.astype(np.float32), shape) > 0.5
     if not overwrite:
         mask &= arr == 0

@@ -23,7 +23,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from zeusseg.errors import InputError
+from zeusseg.inference.folder_loop import segment_loop
+from zeusseg.inference.folder_outputs import (
+    DEFAULT_FORMATS,
+    Segmenter,
+    SegmentReport,
+    check_unique_stems,
+    class_table,
+    prepare_output,
+)
+from zeusseg.io.coco import CocoAccumulator
 
 _logger = logging.getLogger(__name__)
 
@@ -62,13 +74,11 @@ def distributed_state():
         raise ImportError(
             "multi-process folder runs need accelerate: pip install 'zeusseg[train]'"
         ) from err
-    import torch
-
     cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
     return PartialState(cpu=cpu)
 
 
-def _image_entries(results) -> list[dict[str, Any]]:
+def _image_entries(results: CocoAccumulator) -> list[dict[str, Any]]:
     """Split a ``CocoAccumulator`` into one record per image: its entry and its annotations."""
     by_image: dict[int, list[dict]] = {}
     for ann in results.annotations:
@@ -76,7 +86,8 @@ def _image_entries(results) -> list[dict[str, Any]]:
     return [{"image": im, "annotations": by_image.get(im["id"], [])} for im in results.images]
 
 
-def merge_entries(results, entries: list[dict[str, Any]], order: dict[str, int]) -> None:
+def merge_entries(results: CocoAccumulator, entries: list[dict[str, Any]],
+                  order: dict[str, int]) -> None:
     """Fill an empty ``CocoAccumulator`` with per-image records, renumbered in input order.
 
     Args:
@@ -95,11 +106,11 @@ def merge_entries(results, entries: list[dict[str, Any]], order: dict[str, int])
 
 def segment_paths_parallel(
     paths: Sequence[Path],
-    segmenter,
+    segmenter: Segmenter,
     out: str | os.PathLike,
     prompts: Sequence[str],
     **kwargs,
-):
+) -> SegmentReport:
     """``segment_paths`` for one process of a multi-process run (same arguments and result).
 
     Returns:
@@ -109,17 +120,7 @@ def segment_paths_parallel(
         InputError: a bad input when ``on_error="stop"`` (on every process), unwritable ``out``.
         RuntimeError: another process failed with an unexpected error.
     """
-    from accelerate.utils import gather_object
-
-    from zeusseg.io.coco import CocoAccumulator
-    from zeusseg.inference.folder_run import (
-        DEFAULT_FORMATS,
-        SegmentReport,
-        check_unique_stems,
-        class_table,
-        prepare_output,
-        segment_loop,
-    )
+    from accelerate.utils import gather_object  # optional (train extra); needed from here on
 
     state = distributed_state()
     formats = kwargs.get("formats") or DEFAULT_FORMATS
@@ -171,9 +172,7 @@ def _failed_name(err: InputError, shard: Sequence[Path]) -> str | None:
 
 
 def _merge_reports(out: Path, parts: list[dict], order: dict[str, int],
-                   formats: tuple[str, ...] | None = None):
-    from zeusseg.inference.folder_run import DEFAULT_FORMATS, SegmentReport
-
+                   formats: tuple[str, ...] | None = None) -> SegmentReport:
     def ordered(names):
         return sorted(names, key=order.__getitem__)
 

@@ -2,7 +2,8 @@
 
 There is no learned prompt encoder: a click or a box selects and reshapes instances of the
 prompt-independent maps that the text prompt already produced (foreground, centre distance,
-boundary distance; ``zeusseg.inference.instance_segmentation``). For one candidate threshold ``tau``:
+boundary distance; ``zeusseg.inference.instance_segmentation``). For one candidate threshold
+``tau``:
 
 1. the *evidence* map ``max(fg, centre, boundary)`` (the distance maps are 0 outside objects,
    and they keep a faint signal inside objects whose foreground the model under-calls);
@@ -36,8 +37,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+from skimage.filters import threshold_otsu
+from skimage.segmentation import watershed
 
 from zeusseg.inference.instance_segmentation import decode_instances, instance_scores
+from zeusseg.transforms import median_diameter
 
 _logger = logging.getLogger(__name__)
 
@@ -92,8 +96,6 @@ def prepare_prompt_maps(
     Returns:
         The prepared maps.
     """
-    from zeusseg.training.scaling import median_diameter
-
     probs = np.asarray(probs, dtype=np.float32)
     if probs.ndim != 3 or probs.shape[0] != 3:
         raise ValueError(f"probabilities must be (3, H, W), got shape {probs.shape}")
@@ -183,8 +185,6 @@ def _local_threshold(maps: PromptMaps, window: np.ndarray, positives: np.ndarray
     Otsu runs on the square root of the evidence: a faint object (evidence ~0.1 on ~0.005)
     then separates from the background, and a bright rim inside an object does not split it.
     """
-    from skimage.filters import threshold_otsu
-
     t = float(fg_threshold)
     vals = np.sqrt(maps.evidence[window])
     if vals.size > 1 and np.ptp(vals) > 1e-6:
@@ -225,8 +225,6 @@ def _snap(maps: PromptMaps, region: np.ndarray, markers: np.ndarray,
 def _regions(maps: PromptMaps, region: np.ndarray, points: np.ndarray, seed_threshold: float,
              boundary_threshold: float) -> tuple[np.ndarray, list[int | None]]:
     """Watershed regions (H, W) int32 and the region id each point selects (None = nothing)."""
-    from skimage.segmentation import watershed
-
     seeds = region & (maps.centre > seed_threshold) & (maps.boundary > boundary_threshold)
     markers, n = ndimage.label(seeds)
     ids: list[int | None] = []

@@ -14,13 +14,21 @@ docs/tiling.md); every pass of the auto-scale logic above then runs tiled.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
+import torch
 
+from zeusseg.adapters import load_adapter
+from zeusseg.errors import InputError
+from zeusseg.inference.class_assignment import apply_class_head, plan_prompts
+from zeusseg.inference.instance_segmentation import assign_classes, decode_instances
+from zeusseg.modeling.config import get_zeus_cfg
 from zeusseg.predictor import ZeusPredictor
 from zeusseg.structures import InstanceMasks, MicroscopyImage
 from zeusseg.tiling import (
@@ -28,7 +36,10 @@ from zeusseg.tiling import (
     DEFAULT_TILE_OVERLAP,
     DEFAULT_TILE_SIZE,
     TilingConfig,
+    scaled_window,
+    segment_tiled,
 )
+from zeusseg.transforms import median_diameter, resize_image, resize_labels, scaled_shape
 
 _logger = logging.getLogger(__name__)
 
@@ -43,8 +54,6 @@ MAX_PIXELS = 6_000_000
 
 
 def _decode(probs: np.ndarray, prompts: Sequence[str], **decode_kwargs) -> InstanceMasks:
-    from zeusseg.inference.instance_segmentation import assign_classes, decode_instances
-
     names = {i: p for i, p in enumerate(prompts, start=1)}
     if len(prompts) == 1:
         labels, scores = decode_instances(probs[0], **decode_kwargs)
@@ -57,16 +66,12 @@ def _decode(probs: np.ndarray, prompts: Sequence[str], **decode_kwargs) -> Insta
 
 def decode_settings(cfg, overrides: dict) -> dict:
     """The model's ``decode_cfg`` with the non-None entries of ``overrides`` on top."""
-    from dataclasses import asdict
-
     base = asdict(cfg.decode_cfg) if cfg is not None and hasattr(cfg, "decode_cfg") else {}
     return {**base, **{k: v for k, v in overrides.items() if v is not None}}
 
 
 def _restore(masks: InstanceMasks, shape: tuple[int, int]) -> InstanceMasks:
     """Nearest-resize the labels to ``shape``, dropping instances that vanish."""
-    from zeusseg.training.scaling import resize_labels
-
     labels = resize_labels(masks.labels, shape) if masks.shape != tuple(shape) else masks.labels
     keep = np.isin(masks.ids, np.unique(labels[labels > 0]))
     return InstanceMasks(labels=labels, ids=masks.ids[keep], class_ids=masks.class_ids[keep],
@@ -114,8 +119,6 @@ def _run(predictor: ZeusPredictor, grey: np.ndarray, factor: float, prompts,
     ``texts``: what the model reads for each prompt (default: the prompts); instances are
     named after the prompts.
     """
-    from zeusseg.training.scaling import median_diameter, resize_image, scaled_shape
-
     shape = scaled_shape(grey.shape, factor)
     if tiling is not None and max(shape) > tiling.tile_size:
         return _run_tiled(predictor, grey, shape, factor, prompts, tiling, tta, texts, **kw)
@@ -130,8 +133,6 @@ def _run_tiled(predictor: ZeusPredictor, grey: np.ndarray, shape: tuple[int, int
                factor: float, prompts, tiling: TilingConfig, tta: bool = False, texts=None,
                **kw) -> _Pass:
     """``_run`` by overlapping windows of the scaled image (``zeusseg.tiling``)."""
-    from zeusseg.tiling import scaled_window, segment_tiled
-
     def predict(window):  # one encoder pass per window (4 with tta), all prompts
         return _predict(predictor, scaled_window(grey, shape, window), texts or prompts, tta)
 
@@ -143,14 +144,12 @@ def _run_tiled(predictor: ZeusPredictor, grey: np.ndarray, shape: tuple[int, int
 
 def _classify(predictor: ZeusPredictor, grey: np.ndarray, run: _Pass, plan, head,
               tiling: TilingConfig | None) -> InstanceMasks:
-    """Apply the class head to the instances of the final pass (``zeusseg.inference.class_assignment``).
+    """Apply the class head to the instances of the final pass
+    (``zeusseg.inference.class_assignment``).
 
     The head needs the encoder features of the whole image: an untiled pass still holds them;
     after a tiled pass the image is encoded once more at the largest scale one window holds.
     """
-    from zeusseg.inference.class_assignment import apply_class_head
-    from zeusseg.training.scaling import resize_image, scaled_shape
-
     shape = scaled_shape(grey.shape, run.factor)
     if not run.whole and tiling is not None and max(shape) > tiling.tile_size:
         shape = scaled_shape(grey.shape, run.factor * tiling.tile_size / max(shape))
@@ -213,7 +212,7 @@ def segment_image(
                            block=int(decode_block)) if tile_size else None)
     predictor = (model_or_predictor if isinstance(model_or_predictor, ZeusPredictor)
                  else ZeusPredictor(model_or_predictor))
-    cfg = getattr(predictor.model, "zeus_cfg", None)
+    cfg = get_zeus_cfg(predictor.model)
     decode_kwargs = decode_settings(cfg, decode_kwargs)
     factor = float(scale if scale is not None else (cfg.input_cfg.scale if cfg else 1.0))
     grey = image.grey()
@@ -221,8 +220,6 @@ def segment_image(
     factor = min(factor, cap)
     plan = None
     if class_head is not None:
-        from zeusseg.inference.class_assignment import plan_prompts
-
         plan = plan_prompts(prompts, class_head[1], predictor.embedder)
     if plan is not None:
         prompts = list(plan.dense)
@@ -250,7 +247,7 @@ def scaled_maps(model_or_predictor, image: MicroscopyImage, prompts: Sequence[st
     """
     predictor = (model_or_predictor if isinstance(model_or_predictor, ZeusPredictor)
                  else ZeusPredictor(model_or_predictor))
-    cfg = getattr(predictor.model, "zeus_cfg", None)
+    cfg = get_zeus_cfg(predictor.model)
     grey = image.grey()
     cap = math.sqrt(MAX_PIXELS / max(grey.size, 1))
     factor = min(float(cfg.input_cfg.scale if cfg else 1.0), cap)
@@ -316,13 +313,9 @@ def build_zeus_segmenter(
         WeightsNotFoundError: the named trained model is not installed.
         InputError: the adapter was trained on another base model.
     """
-    import torch
-
     torch.set_num_threads(max(1, torch.get_num_threads()))
     net = load_zeus(model or "zeus-default")
     if adapter:
-        from zeusseg.training.lora import load_adapter
-
         net = load_adapter(net, adapter, model_id=model or "zeus-default")
     if device is not None:
         net = net.to(device)
@@ -345,9 +338,6 @@ def find_class_head(model: str, net=None):
     Raises:
         InputError: the head's files are damaged or it expects another text encoder.
     """
-    from pathlib import Path
-
-    from zeusseg.errors import InputError
     from zeusseg.modeling.class_head import HEAD_CONFIG, load_class_head
     from zeusseg.pretrained import is_pretrained, pretrained_paths
 
@@ -359,7 +349,7 @@ def find_class_head(model: str, net=None):
         if p.suffix != ".safetensors" and not p.is_dir():
             return None  # an architecture name or a config: no trained head
     found = load_class_head(folder)
-    cfg = getattr(net, "zeus_cfg", None)
+    cfg = get_zeus_cfg(net)
     if found is not None and cfg is not None and found[1].text_encoder != cfg.text_cfg.encoder:
         raise InputError(folder / HEAD_CONFIG, f"class head expects text encoder "
                          f"'{found[1].text_encoder}', the model uses '{cfg.text_cfg.encoder}'")
@@ -372,9 +362,6 @@ def load_zeus(model: str = "zeus-default"):
     A folder holding ``config.json`` + ``model.safetensors`` (what training writes to
     ``output_dir/best``), or the ``.safetensors`` file itself next to its ``config.json``.
     """
-    import json
-    from pathlib import Path
-
     from zeusseg.factory import _build_zeus, build_zeus
 
     p = Path(model)

@@ -14,6 +14,7 @@ import logging
 import time
 from typing import Any
 
+from zeusseg.components import build_component, default_component
 from zeusseg.instructions.cache import CacheKey, InstructionCache, image_content_hash
 from zeusseg.instructions.describer import Describer, Description
 from zeusseg.instructions.prompts import KnowledgeEntry, PromptLibrary, load_prompts
@@ -31,16 +32,12 @@ def resolve_describer(describer: Describer | str | None) -> Describer:
     """A describer object from an object, a registry name, or None (the default)."""
     if isinstance(describer, Describer):
         return describer
-    from zeusseg.components import build_component, default_component
-
     return build_component("describer", describer or default_component("describer"))
 
 
 def _writer_id(writer: InstructionWriter | str | None) -> str:
     if isinstance(writer, InstructionWriter):
         return writer.id
-    from zeusseg.components import default_component
-
     return writer or default_component("writer")
 
 
@@ -50,8 +47,6 @@ def _resolve_writer(writer: InstructionWriter | str | None) -> InstructionWriter
         return writer
     name = _writer_id(writer)
     if name not in _built_writers:
-        from zeusseg.components import build_component
-
         built = build_component("writer", name)
         if built.id != name:
             raise ValueError(f"writer '{name}' built a model with id '{built.id}'")

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from zeusseg.instructions.describer import Describer, Description
 from zeusseg.structures import MicroscopyImage
@@ -190,8 +191,6 @@ def _prune(blobs: np.ndarray) -> np.ndarray:
 
 
 def _touching_fraction(centres: np.ndarray, radii: np.ndarray) -> float:
-    from scipy.spatial import cKDTree
-
     dist, idx = cKDTree(centres).query(centres, k=2)
     gap = dist[:, 1] - radii - radii[idx[:, 1]]
     return float(np.mean(gap < 0.1 * radii))

@@ -24,6 +24,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from zeusseg.errors import InputError
 
 _logger = logging.getLogger(__name__)
@@ -112,8 +114,6 @@ class PromptLibrary:
 
 
 def _read_yaml(path: Path) -> dict:
-    import yaml
-
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:

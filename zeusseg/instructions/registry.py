@@ -17,6 +17,7 @@ from typing import Any
 
 from zeusseg.components import register_component
 from zeusseg.errors import WeightsNotFoundError
+from zeusseg.pretrained import hf_present, smollm2_gguf_path
 
 _logger = logging.getLogger(__name__)
 
@@ -32,8 +33,6 @@ def _measured(**_: Any):
 
 def _hub_present(repo: str):
     def present() -> bool:
-        from zeusseg.weights import hf_present
-
         return hf_present(repo)
 
     return present
@@ -68,8 +67,6 @@ def _smollm2(**kwargs: Any):
 
 
 def _smollm2_present() -> bool:
-    from zeusseg.weights import smollm2_gguf_path
-
     try:
         smollm2_gguf_path()
     except WeightsNotFoundError:

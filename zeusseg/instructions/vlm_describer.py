@@ -12,10 +12,12 @@ import os
 
 import numpy as np
 import torch
+from PIL import Image
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from zeusseg.instructions.describer import Describer, Description
+from zeusseg.pretrained import resolve_hf_source
 from zeusseg.structures import MicroscopyImage
-from zeusseg.weights import resolve_hf_source
 
 _logger = logging.getLogger(__name__)
 
@@ -72,8 +74,6 @@ class VLMDescriber(Describer):
         Raises:
             WeightsNotFoundError: ``source`` is not available locally.
         """
-        from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
-
         resolved = resolve_hf_source(source, model=describer_id or f"vlm:{source}")
         processor = AutoProcessor.from_pretrained(resolved)
         if random_init:
@@ -86,8 +86,6 @@ class VLMDescriber(Describer):
     @torch.no_grad()
     def describe(self, image: MicroscopyImage) -> Description:
         """Ask the model about ``image``; the answer (whitespace collapsed) is the text."""
-        from PIL import Image
-
         data = image.data if image.data.ndim == 3 else np.repeat(image.data[..., None], 3, -1)
         pil = Image.fromarray((np.clip(data, 0, 1) * 255).round().astype(np.uint8), "RGB")
         chat = [{"role": "user", "content": [

@@ -22,9 +22,10 @@ import tempfile
 from pathlib import Path
 
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from zeusseg.instructions.prompts import PromptLibrary, load_prompts
-from zeusseg.weights import cache_dir, resolve_hf_source, smollm2_gguf_path
+from zeusseg.pretrained import cache_dir, resolve_hf_source, smollm2_gguf_path
 
 _logger = logging.getLogger(__name__)
 
@@ -86,8 +87,6 @@ class InstructionWriter:
         Raises:
             WeightsNotFoundError: ``source`` is not available locally.
         """
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
         path = Path(source).expanduser()
         if gguf_file is None and path.suffix == ".gguf":
             source, gguf_file = path.parent, path.name
@@ -187,8 +186,6 @@ def convert_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
     Returns:
         ``out_dir``.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     _logger.info("converting %s once to %s (about 30 s)", gguf_path.name, out_dir)
     kw = {"gguf_file": gguf_path.name}

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pycocotools import mask as mask_utils
 
 from zeusseg.errors import InputError
 from zeusseg.io.atomic import write_text_atomic
@@ -46,8 +47,6 @@ class CocoDataset:
 
     def masks(self, image_id: int) -> InstanceMasks:
         """Rasterise the annotations of one image into an InstanceMasks."""
-        from pycocotools import mask as mask_utils
-
         info = self.images[image_id]
         h, w = int(info["height"]), int(info["width"])
         anns = self.annotations.get(image_id, [])
@@ -83,8 +82,6 @@ class CocoDataset:
 
 
 def _to_rle(segm, h: int, w: int, path: Path):
-    from pycocotools import mask as mask_utils
-
     if isinstance(segm, list):  # polygons
         polys = [p for p in segm if isinstance(p, list) and len(p) >= 6]
         if not polys:
@@ -198,8 +195,6 @@ def _run_lengths(segment: np.ndarray, offset: int, total: int) -> list[int]:
 
 def masks_to_coco_annotations(masks: InstanceMasks, image_id: int, start_id: int = 1) -> list[dict]:
     """COCO annotation dicts (RLE ``segmentation``, XYWH ``bbox``, ``area``, ``score``)."""
-    from pycocotools import mask as mask_utils
-
     out = []
     boxes = masks.boxes()
     areas = masks.areas()

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from skimage.draw import polygon2mask
+from skimage.measure import find_contours, points_in_poly
 
 from zeusseg.structures import InstanceMasks
 
@@ -46,8 +48,6 @@ def ring_area(ring: np.ndarray) -> float:
 
 def _rings(mask: np.ndarray) -> list[np.ndarray]:
     """Open (x, y) rings of the 0.5 iso-line of a bool mask padded by one pixel of background."""
-    from skimage.measure import find_contours
-
     rings = []
     for c in find_contours(mask.astype(np.float32), 0.5, fully_connected="high"):
         ring = _drop_collinear(c[:-1, ::-1])  # closed: drop the repeated vertex; -> (x, y)
@@ -76,8 +76,6 @@ def mask_polygons(mask: np.ndarray, offset: tuple[float, float] = (0.0, 0.0)
     Exteriors are counterclockwise and holes clockwise in (x, y) (the GeoJSON right-hand rule
     read on the numbers). ``offset`` (x, y) is added to every vertex.
     """
-    from skimage.measure import points_in_poly
-
     padded = np.pad(np.asarray(mask, bool), 1)
     shift = np.array(offset, np.float64) + 0.5 - 1.0  # pixel centres at +0.5; undo the padding
     outer, holes = [], []
@@ -101,7 +99,7 @@ def instance_polygons(masks: InstanceMasks) -> list[InstancePolygons]:
 
     Instances without pixels are left out.
     """
-    from scipy import ndimage
+    from scipy import ndimage  # ~0.4 s: `zeusseg --help` imports this module
 
     if len(masks) == 0:
         return []
@@ -124,8 +122,6 @@ def rasterise(rings: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
 
     The inverse of ``mask_polygons`` (exteriors and holes alike), for checks and readers.
     """
-    from skimage.draw import polygon2mask
-
     out = np.zeros(shape, bool)
     for ring in rings:
         ring = np.asarray(ring, np.float64)

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from pathlib import Path
+
+import roifile
 
 from zeusseg.io.atomic import atomic_path
 from zeusseg.io.contours import instance_polygons
+from zeusseg.io.overlay import PALETTE
 from zeusseg.structures import InstanceMasks
 
 _UNSAFE = re.compile(r"[\\/:*?\"<>|\s]+")
@@ -29,8 +33,6 @@ def class_name(masks: InstanceMasks, class_id: int) -> str:
 
 def class_colour(class_id: int) -> tuple[int, int, int]:
     """RGB of a class: the Okabe-Ito colour the overlays use."""
-    from zeusseg.io.overlay import PALETTE
-
     return tuple(int(v) for v in PALETTE[(int(class_id) - 1) % len(PALETTE)])
 
 
@@ -42,8 +44,6 @@ def roi_name(label: int, name: str, score: float) -> str:
 
 def masks_to_rois(masks: InstanceMasks) -> list:
     """One ``roifile.ImagejRoi`` (type POLYGON) per instance with pixels, in label order."""
-    import roifile
-
     rois = []
     for poly in instance_polygons(masks):
         name = class_name(masks, poly.class_id)
@@ -63,16 +63,12 @@ def write_imagej_rois(path: str | os.PathLike, masks: InstanceMasks) -> Path:
 
     An image without instances gives an empty ZIP (Fiji opens it as an empty ROI set).
     """
-    import roifile
-
     path = Path(path)
     rois = masks_to_rois(masks)
     with atomic_path(path, suffix=".zip") as tmp:
         if rois:
             roifile.roiwrite(tmp, rois, mode="w")
         else:
-            import zipfile
-
             with zipfile.ZipFile(tmp, "w"):
                 pass
     return path

@@ -19,6 +19,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import tifffile
+from PIL import Image, UnidentifiedImageError
 
 from zeusseg.errors import InputError
 from zeusseg.structures import MicroscopyImage
@@ -81,8 +83,6 @@ def read_raw(path: str | os.PathLike) -> np.ndarray:
 
 
 def _read_pillow(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # microscopy montages exceed PIL's 89 Mpx default
     try:
         with warnings.catch_warnings():  # PIL warns before the check below raises
@@ -111,8 +111,6 @@ def _read_pillow(path: Path) -> np.ndarray:
 
 
 def _read_tiff(path: Path) -> np.ndarray:
-    import tifffile
-
     try:
         with tifffile.TiffFile(path) as tif:
             if len(tif.series) > 1 or len(tif.pages) > 1:

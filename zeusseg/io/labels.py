@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import tifffile
 
 from zeusseg.errors import InputError
 from zeusseg.io.atomic import atomic_path
@@ -74,8 +75,6 @@ def is_zeusseg_label_tiff(path: str | os.PathLike) -> bool:
 
 
 def _read_meta(path: Path) -> dict | None:
-    import tifffile
-
     try:
         with tifffile.TiffFile(path) as tif:
             desc = tif.pages[0].description
@@ -87,8 +86,6 @@ def _read_meta(path: Path) -> dict | None:
 
 def write_label_tiff(path: str | os.PathLike, masks: InstanceMasks) -> Path:
     """Write ``masks`` as a zlib-compressed label TIFF, atomically. Returns the path."""
-    import tifffile
-
     path = Path(path)
     dtype = np.uint16 if masks.labels.max(initial=0) <= np.iinfo(np.uint16).max else np.uint32
     meta = {

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from zeusseg.io.atomic import atomic_path
 from zeusseg.structures import InstanceMasks, MicroscopyImage
@@ -57,8 +58,6 @@ def render_overlay(image: MicroscopyImage, masks: InstanceMasks) -> np.ndarray:
 
 def write_overlay(path: str | os.PathLike, image: MicroscopyImage, masks: InstanceMasks) -> Path:
     """Write the overlay PNG atomically. Returns the path."""
-    from PIL import Image
-
     path = Path(path)
     with atomic_path(path, suffix=".png") as tmp:
         Image.fromarray(render_overlay(image, masks)).save(tmp, format="PNG", compress_level=1)

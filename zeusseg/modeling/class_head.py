@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from scipy import sparse
 from torch import Tensor, nn
 
+from zeusseg.errors import InputError
+from zeusseg.io.atomic import atomic_path
 from zeusseg.modeling.image_encoder import ImageFeatures
-
-HEAD_WEIGHTS = "class_head.safetensors"
-HEAD_CONFIG = "class_head.json"
+from zeusseg.pretrained import HEAD_CONFIG, HEAD_WEIGHTS
 
 
 @dataclass
@@ -155,10 +156,6 @@ def instance_features(
 def save_class_head(head: InstanceClassHead, spec: ClassHeadSpec,
                     folder: str | os.PathLike) -> Path:
     """Write ``class_head.safetensors`` + ``class_head.json`` into ``folder`` (atomically)."""
-    from safetensors.torch import save_file
-
-    from zeusseg.io.atomic import atomic_path
-
     folder = Path(folder)
     state = {k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}
     with atomic_path(folder / HEAD_WEIGHTS) as tmp:
@@ -174,10 +171,6 @@ def load_class_head(folder: str | os.PathLike) -> tuple[InstanceClassHead, Class
     Raises:
         InputError: the files exist but are damaged or do not fit each other.
     """
-    from safetensors.torch import load_file
-
-    from zeusseg.errors import InputError
-
     folder = Path(folder)
     weights, config = folder / HEAD_WEIGHTS, folder / HEAD_CONFIG
     if not weights.is_file() and not config.is_file():

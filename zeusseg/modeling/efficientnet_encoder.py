@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import timm
 import torch
 from torch import Tensor, nn
 
@@ -56,8 +57,6 @@ class EfficientNetHybridEncoder(nn.Module):
         freeze_stages: int = 0,
     ) -> None:
         super().__init__()
-        import timm
-
         if not 0 <= freeze_stages <= _STAGES_TO_16:
             raise ValueError(f"freeze_stages must be in 0..{_STAGES_TO_16}, got {freeze_stages}")
         cnn = timm.create_model(timm_arch(backbone), pretrained=False)

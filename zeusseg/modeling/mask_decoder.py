@@ -13,8 +13,8 @@ by a hypernetwork from the three head tokens (segment-anything's mask-token tric
 
 Point/box prompts are served without a learned prompt encoder: ``ZeusPredictor.predict_prompts``
 offers SAM's ``predict`` API (points (X, Y) with labels 1/0, an XYXY box, ``multimask_output``)
-on top of these three maps: ``zeusseg.inference.prompt_decoding`` selects and reshapes instances of the
-text prompt's maps with a seeded watershed and a locally lowered foreground threshold. This
+on top of these three maps: ``zeusseg.inference.prompt_decoding`` selects and reshapes instances of
+the text prompt's maps with a seeded watershed and a locally lowered foreground threshold. This
 module has no prompt encoder and no per-prompt mask token, because training one needs SAM-style
 click-simulation training that the bundled model never had; docs/decoding.md says what that means.
 """

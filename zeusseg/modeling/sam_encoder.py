@@ -19,22 +19,9 @@ from torch import Tensor, nn
 from zeusseg.errors import InputError, WeightsNotFoundError
 from zeusseg.modeling.common import DownBlock
 from zeusseg.modeling.image_encoder import ImageFeatures
-from zeusseg.modeling.registry import SAM_URLS
+from zeusseg.pretrained import SAM_URLS, resolve_checkpoint
 
 _logger = logging.getLogger(__name__)
-
-
-
-def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path | None:
-    """An existing path as given, else the same name under ``$ZEUSSEG_CACHE_DIR/checkpoints``."""
-    if checkpoint is None:
-        return None
-    p = Path(checkpoint)
-    if p.is_file():
-        return p
-    from zeusseg.pretrained import cache_dir
-
-    return cache_dir() / "checkpoints" / p.name
 
 
 def _load_sam_state(path: Path) -> dict[str, Tensor]:
@@ -81,7 +68,7 @@ class SamImageEncoder(nn.Module):
         encoder_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
-        from segment_anything import sam_model_registry
+        from segment_anything import sam_model_registry  # optional: the models extra
         from segment_anything.modeling import ImageEncoderViT
 
         path = resolve_checkpoint(checkpoint)

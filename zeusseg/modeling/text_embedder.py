@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from zeusseg.text import get_text_encoder
+
 _logger = logging.getLogger(__name__)
 
 
@@ -22,8 +24,6 @@ class PromptEmbedder:
 
     def __init__(self, encoder="minilm-l6-v2", *, random_init: bool = False) -> None:
         if isinstance(encoder, str):
-            from zeusseg.text import get_text_encoder
-
             encoder = get_text_encoder(encoder, random_init=random_init)
         self.encoder = encoder
         self._cache: dict[str, tuple[Tensor, Tensor]] = {}

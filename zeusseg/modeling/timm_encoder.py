@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import os
 
+import timm
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zeusseg.errors import WeightsNotFoundError
 from zeusseg.modeling.common import DownBlock
 from zeusseg.modeling.image_encoder import ImageFeatures
-from zeusseg.modeling.sam_encoder import resolve_checkpoint
+from zeusseg.pretrained import resolve_checkpoint
 
 _logger = logging.getLogger(__name__)
 
@@ -30,8 +31,6 @@ def create_timm_model(model_name: str, checkpoint: str | os.PathLike | None,
     Raises:
         WeightsNotFoundError: no weights file and ``random_init`` is False.
     """
-    import timm
-
     path = resolve_checkpoint(checkpoint)
     present = path is not None and path.is_file()
     if not present and not random_init:

@@ -17,7 +17,10 @@ from typing import Any
 
 import numpy as np
 import yaml
+from PIL import Image
 
+from zeusseg.instructions import load_prompts
+from zeusseg.io import write_label_tiff
 from zeusseg.structures import InstanceMasks, MicroscopyImage
 
 _logger = logging.getLogger(__name__)
@@ -53,8 +56,6 @@ def finetune_config(
     out: Path, name: str, prompt: str, base: str, options: AdaptOptions
 ) -> dict[str, Any]:
     """The fine-tuning config of a one-image run (before ``load_finetune_config`` checks it)."""
-    from zeusseg.instructions import load_prompts
-
     entry = load_prompts().find(prompt)
     negative = OTHER_DOMAIN.get(entry.domain) if entry is not None else None
     steps = int(options.steps)
@@ -125,11 +126,8 @@ def finetune_on_image(
     Raises:
         ValueError: ``masks`` holds no instance, or its size differs from the image.
     """
-    from PIL import Image
-
-    from zeusseg.io import write_label_tiff
     from zeusseg.training.fewshot import load_finetune_config
-    from zeusseg.training.finetune import finetune
+    from zeusseg.training.finetune import finetune  # needs the train extra (accelerate, peft)
 
     if len(masks) == 0:
         raise ValueError("fine-tuning needs at least one instance in the labels")

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from zeusseg.io.images import normalise_intensity
 from zeusseg.structures import InstanceMasks, MicroscopyImage
 
 FEATURE_COLUMNS = ("index", "class_id", "class_name", "score", "area")
@@ -65,8 +66,6 @@ def layer_image(data: Any, *, rgb: bool = False, name: str = "image") -> Microsc
     Raises:
         ValueError: not a 2-D grey or RGB image.
     """
-    from zeusseg.io.images import normalise_intensity
-
     arr = np.asarray(data)
     if rgb and arr.ndim == 3 and arr.shape[-1] in (3, 4):
         arr = arr[..., :3]

@@ -11,14 +11,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from zeusseg.io import read_label_image
+from zeusseg.io.labels import is_zeusseg_label_tiff
+from zeusseg.napari.layers import METADATA_KEY, masks_to_features
+
 PathOrPaths = str | os.PathLike | Sequence[str | os.PathLike]
 LayerData = tuple[Any, dict[str, Any], str]
 
 
 def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | None:
     """The reader function when every path is a zeusseg label TIFF, else None (npe2 hook)."""
-    from zeusseg.io.labels import is_zeusseg_label_tiff
-
     paths = [path] if isinstance(path, str | os.PathLike) else list(path)
     if not paths or not all(is_zeusseg_label_tiff(p) for p in paths):
         return None
@@ -27,9 +29,6 @@ def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | 
 
 def read_label_tiffs(path: PathOrPaths) -> list[LayerData]:
     """One Labels layer per file: name = file stem, features = classes, scores, areas."""
-    from zeusseg.io import read_label_image
-    from zeusseg.napari.layers import METADATA_KEY, masks_to_features
-
     paths = [path] if isinstance(path, str | os.PathLike) else list(path)
     out: list[LayerData] = []
     for p in paths:

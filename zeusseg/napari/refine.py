@@ -9,21 +9,41 @@ turned from world into the image layer's (row, col) and passed on as (X, Y) pixe
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Generator
+from typing import Any, Protocol
 
 import numpy as np
 
 from zeusseg.napari.layers import LayerRecord, layer_image, layer_masks
-
-if TYPE_CHECKING:
-    from zeusseg.napari.widget import ZeusSegWidget
+from zeusseg.napari.session import ZeusSession
+from zeusseg.structures import InstanceMasks
 
 _logger = logging.getLogger(__name__)
 
 BOX_LAYER = "zeusseg boxes"
 MIN_BOX_SIDE = 2.0
 """Rectangles narrower than this (image px), e.g. from a plain click, are ignored."""
+
+
+class RefineHost(Protocol):
+    """What refine mode uses of its dock widget (``zeusseg.napari.widget.ZeusSegWidget``)."""
+
+    viewer: Any
+    session: ZeusSession
+    image: Any  # the image-layer picker (its ``value`` is the layer)
+
+    def say(self, text: str) -> None: ...
+
+    def target_labels(self) -> Any: ...
+
+    def image_for(self, labels_layer: Any) -> Any: ...
+
+    def record_for(self, labels_layer: Any) -> LayerRecord: ...
+
+    def show_masks(self, layer: Any, masks: InstanceMasks) -> None: ...
+
+    def start(self, job: Callable[..., Generator], *args: Any, steps: int,
+              on_done: Callable[[Any], None]) -> Any: ...
 
 
 class RefineController:
@@ -33,7 +53,7 @@ class RefineController:
         widget: the dock widget (its session, status line and worker runner are used).
     """
 
-    def __init__(self, widget: ZeusSegWidget) -> None:
+    def __init__(self, widget: RefineHost) -> None:
         self.widget = widget
         self.viewer = widget.viewer
         self.boxes = None

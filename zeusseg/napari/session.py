@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from zeusseg.components import list_components
+from zeusseg.io import write_coco_predictions, write_label_tiff
 from zeusseg.structures import InstanceMasks, Instruction, MicroscopyImage
 
 _logger = logging.getLogger(__name__)
@@ -25,7 +27,7 @@ DEFAULT_MODEL = "zeus-default"
 
 def known_prompts() -> list[str]:
     """``KNOWN_PROMPTS`` then every entry name of the prompt library, without duplicates."""
-    from zeusseg.instructions import load_prompts
+    from zeusseg.instructions import load_prompts  # loads torch: not when napari opens the widget
 
     out = list(KNOWN_PROMPTS)
     for entry in load_prompts().entries:
@@ -36,8 +38,6 @@ def known_prompts() -> list[str]:
 
 def model_names() -> list[str]:
     """Trained models whose weights are on this machine (``zeusseg models``), default first."""
-    from zeusseg.components import list_components
-
     entries = [e for e in list_components("model") if e.weights_present()]
     names = [e.name for e in sorted(entries, key=lambda e: not e.default)]
     return names or [DEFAULT_MODEL]
@@ -98,15 +98,15 @@ class ZeusSession:
     def predictor(self):
         """The ``ZeusPredictor`` (the model is loaded on first access)."""
         if self._predictor is None:
-            import torch
+            import torch  # torch and the model load in the worker, not with the widget
 
-            from zeusseg.predictor import ZeusPredictor
             from zeusseg.inference.zeus_segmenter import find_class_head, load_zeus
+            from zeusseg.predictor import ZeusPredictor
 
             torch.set_num_threads(max(1, torch.get_num_threads()))
             net = load_zeus(self.model)
             if self.adapter:
-                from zeusseg.training.lora import load_adapter
+                from zeusseg.adapters import load_adapter
 
                 net = load_adapter(net, self.adapter, model_id=self.model)
             self._predictor = ZeusPredictor(net, embedder=self._embedder)
@@ -158,8 +158,8 @@ class ZeusSession:
 
     def _prepare(self, image: MicroscopyImage, masks: InstanceMasks) -> None:
         """Hold ``image`` in the predictor at the model's scale (once per image and model)."""
-        from zeusseg.instructions import image_content_hash
         from zeusseg.inference.interactive import prepare_predictor
+        from zeusseg.instructions import image_content_hash
 
         key = (image_content_hash(image), self.model, self.adapter)
         if self._prepared != key or not self.predictor.is_image_set:
@@ -219,8 +219,6 @@ def export(
         masks: the instances.
         class_names: class id -> name for the COCO categories.
     """
-    from zeusseg.io import write_coco_predictions, write_label_tiff
-
     out = Path(out)
     (out / "labels").mkdir(parents=True, exist_ok=True)
     stem = _safe_stem(name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Generator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ from zeusseg.napari.refine import RefineController
 from zeusseg.napari.session import (
     SegmentResult,
     ZeusSession,
+    _safe_stem,
     export,
     known_prompts,
     model_names,
@@ -61,7 +63,7 @@ class ZeusSegWidget(Container):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, session: ZeusSession | None = None
                  ) -> None:
-        from zeusseg.instructions import MODES
+        from zeusseg.instructions import MODES  # loads torch: not when napari starts
 
         super().__init__(labels=True)
         self.viewer = napari_viewer
@@ -261,10 +263,7 @@ class ZeusSegWidget(Container):
     # ---------------------------------------------------------------- fine-tune
     def run_finetune(self, _value=None) -> Any:
         """One-image LoRA run on the target Labels layer, then re-segment (in a worker)."""
-        from dataclasses import replace
-
-        from zeusseg.napari.adapt import AdaptOptions, next_run_dir
-        from zeusseg.napari.session import _safe_stem
+        from zeusseg.napari.adapt import AdaptOptions, next_run_dir  # loads torch: on use only
 
         layer = self.target_labels()
         image_layer = self.image_for(layer) if layer is not None else None
@@ -285,7 +284,7 @@ class ZeusSegWidget(Container):
 
     def _finetune_job(self, image, masks, record: LayerRecord, base: str, options, out: Path
                       ) -> Generator:
-        from zeusseg.napari.adapt import finetune_on_image
+        from zeusseg.napari.adapt import finetune_on_image  # loads torch: on use only
 
         yield 1, f"fine-tuning {base} on {image.name}: {options.steps} steps -> {out}"
         self.session.set_model(base, None)

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from zeusseg.io.atomic import atomic_path
 from zeusseg.text.base import TextEmbedding, TextEncoder
@@ -74,9 +76,6 @@ class EmbeddingCache:
         path = self._path(key)
         if path is None or not path.is_file():
             return False
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
             data = load_file(path)
         except (SafetensorError, OSError) as err:
@@ -116,8 +115,6 @@ class EmbeddingCache:
         path = self._path(key)
         if path is None:
             return
-        from safetensors.torch import save_file
-
         with atomic_path(path) as tmp:
             save_file(
                 {"tokens": emb.tokens[0].contiguous(), "pooled": emb.pooled[0].contiguous()},

@@ -6,9 +6,15 @@ import logging
 import os
 
 import torch
+from transformers import (
+    AutoTokenizer,
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+)
 
+from zeusseg.pretrained import resolve_hf_source
 from zeusseg.text.base import TextEmbedding, TextEncoder
-from zeusseg.weights import resolve_hf_source
 
 _logger = logging.getLogger(__name__)
 
@@ -50,13 +56,6 @@ class HFCLIPTextEncoder(TextEncoder):
         Raises:
             WeightsNotFoundError: ``source`` is not available locally.
         """
-        from transformers import (
-            AutoTokenizer,
-            CLIPTextConfig,
-            CLIPTextModel,
-            CLIPTextModelWithProjection,
-        )
-
         resolved = resolve_hf_source(source, model=f"hf-clip:{source}")
         tokenizer = AutoTokenizer.from_pretrained(resolved)
         model_cls = CLIPTextModelWithProjection if projection else CLIPTextModel

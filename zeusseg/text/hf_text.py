@@ -11,9 +11,10 @@ import logging
 import os
 
 import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+from zeusseg.pretrained import minilm_dir, resolve_hf_source
 from zeusseg.text.base import TextEmbedding, TextEncoder, mean_pool
-from zeusseg.weights import minilm_dir, resolve_hf_source
 
 _logger = logging.getLogger(__name__)
 
@@ -68,8 +69,6 @@ class HFTextEncoder(TextEncoder):
         Raises:
             WeightsNotFoundError: ``source`` is not available locally.
         """
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
-
         resolved = resolve_hf_source(source, model=encoder_id or str(source))
         tokenizer = AutoTokenizer.from_pretrained(resolved)
         if random_init:

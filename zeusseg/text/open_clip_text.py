@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from zeusseg.errors import WeightsNotFoundError
+from zeusseg.pretrained import hf_cached
 from zeusseg.text.base import TextEmbedding, TextEncoder
-from zeusseg.weights import hf_cached
 
 _logger = logging.getLogger(__name__)
 

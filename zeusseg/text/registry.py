@@ -19,6 +19,7 @@ from typing import Any
 
 from zeusseg.components import get_component, register_component
 from zeusseg.errors import WeightsNotFoundError
+from zeusseg.pretrained import hf_present, minilm_dir
 from zeusseg.text.base import TextEncoder
 
 _logger = logging.getLogger(__name__)
@@ -41,8 +42,6 @@ def _minilm(**kwargs: Any) -> TextEncoder:
 
 
 def _minilm_present() -> bool:
-    from zeusseg.weights import minilm_dir
-
     return _present(minilm_dir)
 
 
@@ -69,8 +68,6 @@ def _hf_clip_builder(source: str):
         return HFCLIPTextEncoder.from_pretrained(source, random_init=random_init)
 
     def present() -> bool:
-        from zeusseg.weights import hf_present
-
         return hf_present(source)
 
     return build, present

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 _logger = logging.getLogger(__name__)
 
@@ -106,8 +107,6 @@ def scaled_window(image: np.ndarray, scaled_shape: tuple[int, int], window: Wind
     Returns:
         (y1 - y0, x1 - x0) float32.
     """
-    from PIL import Image
-
     y0, y1, x0, x1 = window
     big_h, big_w = image.shape[:2]
     if tuple(scaled_shape) == (big_h, big_w):

@@ -60,7 +60,7 @@ def _blocks(shape: tuple[int, int], block: int, halo: int) -> Iterator[tuple[Win
 def sample_index(n_out: int, n_in: int) -> np.ndarray:
     """(n_out,) int64 source index of each output pixel of a nearest-neighbour resize.
 
-    The pixel centres rule of ``zeusseg.training.scaling.resize_labels``.
+    The pixel centres rule of ``zeusseg.transforms.resize_labels``.
     """
     return np.minimum(((np.arange(n_out) + 0.5) * n_in / n_out).astype(np.int64), n_in - 1)
 

@@ -27,15 +27,24 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from zeusseg.config_file import apply_overrides, read_config
+from zeusseg.datasets import get_dataset
 from zeusseg.errors import InputError
+from zeusseg.inference.zeus_segmenter import load_zeus
+from zeusseg.io.atomic import atomic_path
+from zeusseg.io.images import read_image
 from zeusseg.modeling.class_head import (
     ClassHeadSpec,
     InstanceClassHead,
     instance_features,
     save_class_head,
 )
+from zeusseg.modeling.text_embedder import PromptEmbedder
+from zeusseg.predictor import ZeusPredictor
+from zeusseg.training.prompts import PromptTable
+from zeusseg.transforms import resize_image, scaled_shape
 
 _logger = logging.getLogger(__name__)
 
@@ -110,11 +119,6 @@ def extract_features(predictor, dataset, class_of: Mapping[int, int], *, views: 
         views: views per image (dihedral transforms, each at a scale drawn from
             ``scale * [1 / (1 + jitter), 1 + jitter]``; view 0 is the identity at ``scale``).
     """
-    from tqdm.auto import tqdm
-
-    from zeusseg.io.images import read_image
-    from zeusseg.training.scaling import resize_image, scaled_shape
-
     xs, ys = [], []
     names = dataset.names[:limit] if limit else dataset.names
     for name in tqdm(names, desc=desc, unit="img"):
@@ -188,12 +192,6 @@ def train_class_head(cfg: Mapping[str, Any]) -> dict[str, Any]:
     Returns:
         The metrics written to ``output_dir/metrics.json``.
     """
-    from zeusseg.datasets import get_dataset
-    from zeusseg.modeling.text_embedder import PromptEmbedder
-    from zeusseg.predictor import ZeusPredictor
-    from zeusseg.training.prompts import PromptTable
-    from zeusseg.inference.zeus_segmenter import load_zeus
-
     t0 = time.time()
     data, train = cfg["data"], cfg["train"]
     torch.set_num_threads(int(train["num_threads"]))
@@ -236,7 +234,6 @@ def train_class_head(cfg: Mapping[str, Any]) -> dict[str, Any]:
                          provenance={"config": json.loads(json.dumps(cfg)), **metrics})
     out = Path(cfg["output_dir"])
     save_class_head(head, spec, out)
-    from zeusseg.io.atomic import atomic_path
 
     with atomic_path(out / "metrics.json") as tmp:
         Path(tmp).write_text(json.dumps(metrics, indent=2))

@@ -1,30 +1,6 @@
-"""Prompted training crops and full-image validation sets built from a data config.
+"""Random prompted training crops of preloaded images (``PromptedSegmentationDataset``).
 
-Data config (the ``data`` section of a training config; every key is optional)::
-
-    datasets:                 # training sources: registry names, or any name + folder
-      visn-train: {weight: 1.0, scale: 0.5}
-      dsb-train: {weight: 1.0, scale: 1.0, target_diameter: null}
-      my-nuclei: {folder: /path/with/images+labels, prompt: cell nuclei, scale: 1.0}
-    validation:               # same form, for ValidationSet
-      visn-val: {scale: 0.5}
-      dsb-val: {scale: 1.0}
-    crop_size: 256
-    negative_prob: 0.25       # share of prompts whose target is empty
-    agnostic_prob: 0.5        # multi-class sources: share of class-agnostic positive prompts
-    object_crop_prob: 0.8     # positives: share of crops placed on an object of the class
-    class_balance: true       # BalancedSampler: rare classes drawn as often as frequent ones
-    samples_per_epoch: 2000
-    prompts: {RSV: [...]}     # merged over zeusseg.training.prompts.DEFAULT_PROMPTS
-    negative_texts: []        # extra canonical names that are never present
-    instruction_mode: phrasings   # phrasings | name | template | llm (training.instruction_texts)
-    instruction_prob: 0.5     # template / llm: share of items whose text is the instruction
-    instruction_cache: null   # template / llm: instruction-cache JSONL (read and appended)
-    augment: {...}            # zeusseg.training.augment.AugmentConfig
-    contact_weight: 0.0       # w: distance-map loss weight 1 + w * contact_map (touching seams)
-    max_images: null          # cap per source (smoke runs)
-    preload_workers: 2
-    data_root: null
+The data config is described in ``zeusseg.training.data_config``.
 
 Prompt sampling per item: a positive names a class present in the image (its name, a synonym,
 or the source's class-agnostic prompt) and the target holds that class's instances; a negative
@@ -34,92 +10,28 @@ source with a different class-agnostic prompt), and the target is empty.
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from zeusseg.structures import InstanceMasks
 from zeusseg.training.augment import (
     AugmentConfig,
     augment_geometry,
     augment_intensity,
     cutout,
 )
-from zeusseg.training.instruction_texts import InstructionTexts, check_mode
+from zeusseg.training.data_config import data_config
+from zeusseg.training.instruction_texts import InstructionTexts
 from zeusseg.training.microscope_augment import augment_microscope
 from zeusseg.training.preload import PreloadedImage, Source, open_source, preload_source
 from zeusseg.training.prompts import PromptTable, TextProvider
 from zeusseg.training.sampling import BalancedSampler, image_weights
-from zeusseg.training.scaling import (
-    median_diameter,
-    pad_to_multiple,
-    rescale_factor,
-    resize_image,
-    resize_labels,
-    scaled_shape,
-)
+from zeusseg.transforms import resize_image, resize_labels
 
 _logger = logging.getLogger(__name__)
-
-DEFAULT_DATA_CONFIG: dict = {
-    "datasets": {
-        "visn-train": {"weight": 1.0, "scale": 0.5},
-        "dsb-train": {"weight": 1.0, "scale": 1.0},
-    },
-    "validation": {"visn-val": {"scale": 0.5}, "dsb-val": {"scale": 1.0}},
-    "crop_size": 256,
-    "negative_prob": 0.25,
-    "agnostic_prob": 0.5,
-    "object_crop_prob": 0.8,
-    "class_balance": True,
-    "samples_per_epoch": 2000,
-    "prompts": {},
-    "negative_texts": [],
-    "instruction_mode": "phrasings",
-    "instruction_prob": 0.5,
-    "instruction_cache": None,
-    "augment": {},
-    "contact_weight": 0.0,
-    "max_images": None,
-    "preload_workers": 2,
-    "data_root": None,
-}
-
-
-SOURCE_KEYS = ("weight", "scale", "target_diameter", "folder", "prompt")
-"""Keys of one ``datasets`` / ``validation`` entry (read by ``preload.open_source``)."""
-
-
-def data_config(cfg: Mapping | None = None) -> dict:
-    """The data config with defaults filled in (``datasets``/``validation`` are replaced whole).
-
-    Raises:
-        ValueError: unknown keys, also in ``augment`` and in each ``datasets`` /
-            ``validation`` entry (the message lists the valid ones).
-    """
-    if cfg is not None and not isinstance(cfg, Mapping):
-        raise ValueError(f"the data config must be a mapping, got {type(cfg).__name__}")
-    cfg = dict(cfg or {})
-    unknown = set(cfg) - set(DEFAULT_DATA_CONFIG)
-    if unknown:
-        raise ValueError(f"unknown data config keys {sorted(unknown)}; valid: "
-                         f"{sorted(DEFAULT_DATA_CONFIG)}")
-    out = copy.deepcopy(DEFAULT_DATA_CONFIG)
-    out.update(copy.deepcopy(cfg))
-    AugmentConfig.from_dict(out["augment"])
-    check_mode(out["instruction_mode"], out["instruction_prob"])
-    for section in ("datasets", "validation"):
-        for name, entry in (out[section] or {}).items():
-            bad = set(entry or {}) - set(SOURCE_KEYS)
-            if bad:
-                raise ValueError(f"unknown key(s) {sorted(bad)} in {section}.{name}; valid: "
-                                 f"{list(SOURCE_KEYS)}")
-    return out
 
 
 class PromptedSegmentationDataset(Dataset):
@@ -135,7 +47,7 @@ class PromptedSegmentationDataset(Dataset):
     RNG, so DataLoader workers differ and ``torch.manual_seed`` makes runs repeatable).
 
     Args:
-        config: the data config (see the module docstring).
+        config: the data config (see ``zeusseg.training.data_config``).
         sources: ready Sources to use instead of ``config["datasets"]``.
         text_provider: replaces the prompts table: ``(class name, image name, rng) -> text``.
         augment: turn augmentation off with False.
@@ -314,91 +226,3 @@ def _crop_reflect(arr: np.ndarray, top: int, left: int, side: int) -> np.ndarray
     if any(p for pair in pads for p in pair):
         out = np.pad(out, pads, mode="reflect" if min(out.shape[1:]) > 1 else "edge")
     return out
-
-
-@dataclass
-class ValidationItem:
-    """One validation image at the model's scale, with its ground truth at full resolution.
-
-    Attributes:
-        name: sample name.
-        dataset: source name.
-        image: (1, H_pad, W_pad) float32 tensor in [0, 1], rescaled then reflect-padded to
-            multiples of 32.
-        size: (h, w) of the rescaled image before padding.
-        factor: resize factor from the original image.
-        masks: ground truth at the original resolution.
-        prompts: class id -> canonical prompt text of each class of the source.
-        agnostic_prompt: the source's class-agnostic prompt.
-    """
-
-    name: str
-    dataset: str
-    image: torch.Tensor
-    size: tuple[int, int]
-    factor: float
-    masks: InstanceMasks
-    prompts: dict[int, str]
-    agnostic_prompt: str
-
-    def restore(self, labels: np.ndarray) -> np.ndarray:
-        """Labels predicted on ``image`` (H_pad, W_pad) -> labels at the original resolution."""
-        h, w = self.size
-        return resize_labels(np.asarray(labels)[:h, :w], self.masks.shape)
-
-
-class ValidationSet(Sequence):
-    """Full validation images for the scorer (a list of ``ValidationItem``).
-
-    Args:
-        config: the data config; its ``validation`` entry names the sources. With
-            ``target_diameter``, the scale comes from the ground-truth diameters (oracle scale).
-        sources: ready Sources instead.
-        max_images: cap per source (defaults to the config's ``max_images``).
-    """
-
-    def __init__(
-        self,
-        config: Mapping | None = None,
-        *,
-        sources: Sequence[Source] | None = None,
-        max_images: int | None = None,
-    ) -> None:
-        cfg = data_config(config)
-        if sources is None:
-            sources = [open_source(n, c or {}, cfg["data_root"])
-                       for n, c in cfg["validation"].items()]
-        table = PromptTable(cfg["prompts"])
-        cap = max_images if max_images is not None else cfg["max_images"]
-        self.items: list[ValidationItem] = []
-        for src in sources:
-            n = len(src.samples) if cap is None else min(int(cap), len(src.samples))
-            for i in range(n):
-                self.items.append(_validation_item(src.samples[i], src, table))
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
-
-
-def _validation_item(sample, src: Source, table: PromptTable) -> ValidationItem:
-    from zeusseg.io.images import read_image
-
-    grey = read_image(sample.image_path).grey()
-    factor = src.scale
-    if src.target_diameter is not None:
-        factor = rescale_factor(median_diameter(sample.masks.labels), src.target_diameter)
-    small = resize_image(grey, scaled_shape(grey.shape, factor))
-    padded = pad_to_multiple(small, 32)
-    return ValidationItem(
-        name=str(sample.name),
-        dataset=src.name,
-        image=torch.from_numpy(np.ascontiguousarray(padded, np.float32))[None],
-        size=(int(small.shape[0]), int(small.shape[1])),
-        factor=float(factor),
-        masks=sample.masks,
-        prompts={int(c): table.canonical(n) for c, n in src.class_names.items()},
-        agnostic_prompt=table.canonical(src.prompt),
-    )

@@ -35,8 +35,11 @@ from typing import Any
 import numpy as np
 
 from zeusseg.config_file import apply_overrides, read_config
+from zeusseg.datasets import get_dataset
 from zeusseg.datasets.registry import Sample
 from zeusseg.errors import InputError
+from zeusseg.io import list_images, read_label_folder
+from zeusseg.io.coco import read_coco
 from zeusseg.training.augment import AugmentConfig
 from zeusseg.training.lora import DEFAULT_LORA_CONFIG, lora_config
 from zeusseg.training.preload import Source
@@ -168,8 +171,6 @@ def select_names(available: list[str], names: list[str] | None, shots: int | Non
 
 
 def _coco_samples(data: Mapping, seed: int) -> tuple[list[Sample], dict[int, str], str]:
-    from zeusseg.io.coco import read_coco
-
     coco = read_coco(data["coco"])
     image_dir = Path(data["image_dir"]) if data["image_dir"] else coco.image_dir
     ids = coco.id_by_name()
@@ -187,8 +188,6 @@ def _coco_samples(data: Mapping, seed: int) -> tuple[list[Sample], dict[int, str
 
 
 def _folder_samples(data: Mapping, seed: int) -> tuple[list[Sample], dict[int, str], str]:
-    from zeusseg.io import list_images, read_label_folder
-
     root = Path(data["folder"])
     images_dir = Path(data["image_dir"]) if data["image_dir"] else root / "images"
     if not images_dir.is_dir() or not (root / "labels").is_dir():
@@ -205,8 +204,6 @@ def _folder_samples(data: Mapping, seed: int) -> tuple[list[Sample], dict[int, s
 
 
 def _dataset_samples(data: Mapping, seed: int) -> tuple[list[Sample], dict[int, str], str]:
-    from zeusseg.datasets import get_dataset
-
     ds = get_dataset(str(data["dataset"]), data["data_root"])
     chosen = select_names(list(ds.names), data["names"], data["shots"], seed, ds.root)
     return [ds[ds.names.index(s)] for s in chosen], ds.class_names, ds.spec.prompt

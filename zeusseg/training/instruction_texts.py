@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from zeusseg.instructions import InstructionCache, make_instruction
+from zeusseg.io.images import read_image
 from zeusseg.training.prompts import PromptTable
 
 MODES = ("phrasings", "name", "template", "llm")
@@ -56,9 +58,6 @@ class InstructionTexts:
         """The instruction for class ``name`` on image ``image_name`` (made once)."""
         key = (name, image_name)
         if key not in self._memo:
-            from zeusseg.instructions import InstructionCache, make_instruction
-            from zeusseg.io.images import read_image
-
             if self._cache is None and self.cache_path is not None:
                 self._cache = InstructionCache(self.cache_path)
             if image_name not in self.paths:

@@ -19,17 +19,20 @@ from pathlib import Path
 
 import numpy as np
 
+from zeusseg.datasets import get_dataset
 from zeusseg.datasets.registry import Sample
 from zeusseg.errors import InputError
+from zeusseg.io.images import read_image
+from zeusseg.io.labels import read_label_image
 from zeusseg.structures import InstanceMasks
-from zeusseg.training.scaling import (
+from zeusseg.training.targets import contact_map, make_targets
+from zeusseg.transforms import (
     median_diameter,
     rescale_factor,
     resize_image,
     resize_labels,
     scaled_shape,
 )
-from zeusseg.training.targets import contact_map, make_targets
 
 _logger = logging.getLogger(__name__)
 
@@ -112,8 +115,6 @@ class FolderSamples:
         return len(self.names)
 
     def __getitem__(self, i: int) -> Sample:
-        from zeusseg.io.labels import read_label_image
-
         name = self.names[i]
         masks = read_label_image(self._labels[name])
         masks.class_names = dict(self.class_names)
@@ -148,7 +149,6 @@ def open_source(
         prompt = str(cfg.get("prompt", "objects"))
         names = {1: prompt}
         return Source(name, FolderSamples(cfg["folder"], names), prompt, names, **common)
-    from zeusseg.datasets import get_dataset
 
     ds = get_dataset(name, data_root)
     return Source(name, ds, ds.spec.prompt, ds.class_names, **common)
@@ -160,8 +160,6 @@ def preload_image(sample, source: Source, contact: bool = False) -> PreloadedIma
     Raises:
         InputError: unreadable image or labels of a different size.
     """
-    from zeusseg.io.images import read_image
-
     img = read_image(sample.image_path)
     masks: InstanceMasks = sample.masks
     if img.shape != masks.shape:

@@ -40,12 +40,3 @@ def training_step(acc, model: torch.nn.Module, embedder, batch: dict[str, Any], 
             scheduler.step()
         optimizer.zero_grad()
     return loss, parts
-
-
-def list_checkpoints(out) -> list:
-    """``out/checkpoints/step_*`` folders holding a ``trainer.json``, oldest step first."""
-    from pathlib import Path
-
-    dirs = [p for p in (Path(out) / "checkpoints").glob("step_*")
-            if (p / "trainer.json").is_file()]
-    return sorted(dirs, key=lambda p: int(p.name.split("_")[1]))

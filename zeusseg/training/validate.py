@@ -15,7 +15,9 @@ import numpy as np
 import torch
 
 from zeusseg.inference.instance_segmentation import assign_classes, decode_instances
+from zeusseg.inference.zeus_segmenter import decode_settings
 from zeusseg.metrics import average_precision
+from zeusseg.modeling.config import get_zeus_cfg
 
 _logger = logging.getLogger(__name__)
 
@@ -95,9 +97,7 @@ def validate(
         ``{"<dataset>/f1": ..., "<dataset>/ap": ..., "<dataset>/f1_<class>": ..., "score": ...}``
         where ``score`` (checkpoint selection) is the mean of every dataset's F1 and AP.
     """
-    from zeusseg.inference.zeus_segmenter import decode_settings
-
-    decode_kwargs = decode_settings(getattr(model, "zeus_cfg", None), decode_kwargs)
+    decode_kwargs = decode_settings(get_zeus_cfg(model), decode_kwargs)
     was_training = model.training
     model.eval()
     mine = list(range(rank, len(items), world))

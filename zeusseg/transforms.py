@@ -1,4 +1,4 @@
-"""Image scale: object-diameter estimates, rescale factors and resizing of images and labels.
+"""Image transforms: RGB -> grey, object-diameter estimates, rescale factors, resizing, padding.
 
 Objects should look about the same size to the model whatever the microscope. Two modes, set
 per dataset in the data config (``zeusseg.training.data``):
@@ -15,11 +15,22 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from PIL import Image
 
 _logger = logging.getLogger(__name__)
 
 MIN_FACTOR = 0.25
 MAX_FACTOR = 4.0
+GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+"""ITU-R BT.601 luma weights of R, G, B."""
+
+
+def rgb_to_grey(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3 or 4) RGB(A) -> (H, W) float32 luminance ``0.299 R + 0.587 G + 0.114 B``.
+
+    Alpha is ignored; float32 input gives float32 arithmetic (byte-identical to a float32 dot).
+    """
+    return (rgb[..., :3] @ GREY_WEIGHTS).astype(np.float32)
 
 
 def rescale_factor(
@@ -81,8 +92,6 @@ def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """
     if tuple(image.shape) == tuple(shape):
         return image
-    from PIL import Image
-
     src = image if image.dtype == np.uint8 else image.astype(np.float32)  # Pillow mode L or F
     out = Image.fromarray(np.ascontiguousarray(src)).resize(
         (shape[1], shape[0]), Image.Resampling.BILINEAR
