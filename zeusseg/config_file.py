@@ -17,6 +17,13 @@ import yaml
 from zeusseg.errors import InputError
 
 
+def check_keys(cfg: Mapping[str, Any], valid: Iterable[str], what: str) -> None:
+    """Raise ``ValueError`` naming the keys of ``cfg`` not in ``valid`` (and listing ``valid``)."""
+    unknown = set(cfg) - set(valid)
+    if unknown:
+        raise ValueError(f"unknown {what} keys {sorted(unknown)}; valid: {sorted(valid)}")
+
+
 def read_config(path: str | os.PathLike, what: str, missing_hint: str = "") -> dict[str, Any]:
     """Read a YAML file whose top level must be a mapping (an empty file gives ``{}``).
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from zeusseg.config_file import check_keys
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -72,10 +74,7 @@ class AugmentConfig:
     def from_dict(cls, cfg: Mapping | None) -> AugmentConfig:
         """Build from a dict; unknown keys raise ValueError listing the valid ones."""
         cfg = dict(cfg or {})
-        valid = {f.name for f in fields(cls)}
-        unknown = set(cfg) - valid
-        if unknown:
-            raise ValueError(f"unknown augment keys {sorted(unknown)}; valid: {sorted(valid)}")
+        check_keys(cfg, [f.name for f in fields(cls)], "augment")
         for key in ("cutout_size", "dim_range", "saturate_range", "shot_noise_peak"):
             if key in cfg:
                 cfg[key] = tuple(float(v) for v in cfg[key])

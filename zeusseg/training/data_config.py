@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 
+from zeusseg.config_file import check_keys
 from zeusseg.training.augment import AugmentConfig
 from zeusseg.training.instruction_texts import check_mode
 
@@ -74,10 +75,7 @@ def data_config(cfg: Mapping | None = None) -> dict:
     if cfg is not None and not isinstance(cfg, Mapping):
         raise ValueError(f"the data config must be a mapping, got {type(cfg).__name__}")
     cfg = dict(cfg or {})
-    unknown = set(cfg) - set(DEFAULT_DATA_CONFIG)
-    if unknown:
-        raise ValueError(f"unknown data config keys {sorted(unknown)}; valid: "
-                         f"{sorted(DEFAULT_DATA_CONFIG)}")
+    check_keys(cfg, DEFAULT_DATA_CONFIG, "data config")
     out = copy.deepcopy(DEFAULT_DATA_CONFIG)
     out.update(copy.deepcopy(cfg))
     AugmentConfig.from_dict(out["augment"])

@@ -33,6 +33,7 @@ from typing import Any
 from torch import nn
 
 from zeusseg.adapters import BASE_FILE, count_parameters, trainable_summary
+from zeusseg.config_file import check_keys
 
 _logger = logging.getLogger(__name__)
 
@@ -65,10 +66,7 @@ def lora_config(cfg: Mapping | None = None) -> dict[str, Any]:
         ValueError: unknown keys or bad values (the message lists the valid ones).
     """
     cfg = dict(cfg or {})
-    unknown = set(cfg) - set(DEFAULT_LORA_CONFIG)
-    if unknown:
-        raise ValueError(f"unknown lora keys {sorted(unknown)}; "
-                         f"valid: {sorted(DEFAULT_LORA_CONFIG)}")
+    check_keys(cfg, DEFAULT_LORA_CONFIG, "lora")
     out = copy.deepcopy(DEFAULT_LORA_CONFIG)
     targets = dict(out["targets"])
     for tower, value in dict(cfg.pop("targets", None) or {}).items():
