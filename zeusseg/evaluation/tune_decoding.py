@@ -31,6 +31,7 @@ from zeusseg.inference.instance_segmentation import decode_instances
 from zeusseg.inference.zeus_segmenter import scaled_maps, segment_image
 from zeusseg.metrics import average_precision
 from zeusseg.structures import MicroscopyImage
+from zeusseg.transforms import resize_image, resize_labels, scaled_shape
 
 DEFAULT_GRID: dict[str, tuple] = {
     "fg_threshold": (0.4, 0.5, 0.6),
@@ -74,8 +75,6 @@ def collect_maps(predictor, samples: Iterable[tuple[MicroscopyImage, np.ndarray]
 
 def decode_cached(maps: CachedMaps, **decode_kwargs) -> np.ndarray:
     """(H, W) int32 instance labels of ``maps`` decoded with ``decode_kwargs``, original size."""
-    from zeusseg.transforms import resize_labels
-
     labels, _ = decode_instances(maps.probs[0], **decode_kwargs)
     if labels.shape != maps.truth.shape:
         labels = resize_labels(labels, maps.truth.shape)
@@ -160,8 +159,6 @@ def shortlist(table: pd.DataFrame, base: Mapping[str, object], per_mode: int = 3
 def magnified(image: MicroscopyImage, truth: np.ndarray, factor: float
               ) -> tuple[MicroscopyImage, np.ndarray]:
     """``image`` and its truth labels resized by ``factor`` (objects ``factor`` x larger)."""
-    from zeusseg.transforms import resize_image, resize_labels, scaled_shape
-
     if factor == 1:
         return image, truth
     shape = scaled_shape(truth.shape, factor)

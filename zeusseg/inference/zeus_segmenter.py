@@ -26,10 +26,13 @@ import torch
 
 from zeusseg.adapters import load_adapter
 from zeusseg.errors import InputError
+from zeusseg.factory import _build_zeus, build_zeus
 from zeusseg.inference.class_assignment import apply_class_head, plan_prompts
 from zeusseg.inference.instance_segmentation import assign_classes, decode_instances
+from zeusseg.modeling.class_head import HEAD_CONFIG, load_class_head
 from zeusseg.modeling.config import get_zeus_cfg
 from zeusseg.predictor import ZeusPredictor
+from zeusseg.pretrained import is_pretrained, pretrained_paths
 from zeusseg.structures import InstanceMasks, MicroscopyImage
 from zeusseg.tiling import (
     DEFAULT_DECODE_BLOCK,
@@ -338,9 +341,6 @@ def find_class_head(model: str, net=None):
     Raises:
         InputError: the head's files are damaged or it expects another text encoder.
     """
-    from zeusseg.modeling.class_head import HEAD_CONFIG, load_class_head
-    from zeusseg.pretrained import is_pretrained, pretrained_paths
-
     if is_pretrained(model):
         folder = pretrained_paths(model)[1].parent
     else:
@@ -362,8 +362,6 @@ def load_zeus(model: str = "zeus-default"):
     A folder holding ``config.json`` + ``model.safetensors`` (what training writes to
     ``output_dir/best``), or the ``.safetensors`` file itself next to its ``config.json``.
     """
-    from zeusseg.factory import _build_zeus, build_zeus
-
     p = Path(model)
     if p.is_dir() and (p / "config.json").is_file():
         p = p / "model.safetensors"
