@@ -109,9 +109,8 @@ class TrainingLoop:
                     continue
                 self.state["step"] += 1
                 if after_step(loss, parts):
-                    break
-            else:
-                self.state["epoch"] += 1
+                    return
+            self.state["epoch"] += 1
 
     def checkpoint(self) -> None:
         """``save_state`` into ``checkpoints/step_<n>`` with ``trainer.json`` (once per step),
