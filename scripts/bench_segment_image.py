@@ -2,12 +2,13 @@
 without file I/O) for one or more models on the bundled example images.
 
     .venv/bin/python scripts/bench_segment_image.py --models zeus-default RUN/best \\
-        --threads 2 --repeats 7 --out bench-segment.json
+        --threads 2 --repeats 7 --out bench-segment.json [--quality-head]
 
 Per model and image: one warm-up call, then the median of ``--repeats`` calls of
 ``segment_image(model, image, [prompt])`` (rescale, encoder, fusion + decoder, auto-scale second
-pass when it triggers, seeded watershed, restore size). Run it on an otherwise idle machine;
-the Markdown table goes to stdout and everything to ``--out`` as JSON.
+pass when it triggers, seeded watershed, restore size). With ``--quality-head`` each model with
+a quality head is timed twice, without and with it (``zeusseg segment``'s default). Run it on
+an otherwise idle machine; the Markdown table goes to stdout and everything to ``--out`` as JSON.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from pathlib import Path
 
 import torch
 
-from zeusseg.inference.zeus_segmenter import load_zeus, segment_image
+from zeusseg.inference.quality_filter import QualityFilter
+from zeusseg.inference.zeus_segmenter import find_quality_head, load_zeus, segment_image
 from zeusseg.io import read_image
+from zeusseg.predictor import ZeusPredictor
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = {  # example image -> prompt
@@ -34,23 +37,28 @@ IMAGES = {  # example image -> prompt
 _logger = logging.getLogger("bench_segment_image")
 
 
-def time_model(model_name: str, repeats: int) -> list[dict]:
-    """Median seconds per call of ``segment_image`` for each example image."""
-    model = load_zeus(model_name)
+def time_model(model_name: str, repeats: int, quality=None) -> list[dict]:
+    """Median seconds per call of ``segment_image`` for each example image.
+
+    ``quality``: a ``QualityFilter`` to apply (the row's model name then says so).
+    """
+    model = ZeusPredictor(load_zeus(model_name))  # as `zeusseg segment`: one per run, so
+    # each prompt's text embedding is computed once, not per image
+    label = f"{model_name} + quality head" if quality is not None else model_name
     rows = []
     for stem, prompt in IMAGES.items():
         image = read_image(ROOT / "examples" / stem)
         with torch.inference_mode():
-            segment_image(model, image, [prompt])  # warm-up
+            segment_image(model, image, [prompt], quality_head=quality)  # warm-up
             times = []
             for _ in range(repeats):
                 t0 = time.perf_counter()
-                found = segment_image(model, image, [prompt])
+                found = segment_image(model, image, [prompt], quality_head=quality)
                 times.append(time.perf_counter() - t0)
-        rows.append({"model": model_name, "image": stem, "size": list(image.shape[:2]),
+        rows.append({"model": label, "image": stem, "size": list(image.shape[:2]),
                      "prompt": prompt, "instances": len(found), "median_s": statistics.median(
                          times), "min_s": min(times), "repeats": repeats})
-        _logger.info("%s %s: %.3f s", model_name, stem, rows[-1]["median_s"])
+        _logger.info("%s %s: %.3f s", label, stem, rows[-1]["median_s"])
     return rows
 
 
@@ -60,10 +68,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--quality-head", action="store_true",
+                        help="also time each model with its quality head, when it has one")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
-    rows = [row for name in args.models for row in time_model(name, args.repeats)]
+    rows = []
+    for name in args.models:
+        rows += time_model(name, args.repeats)
+        found = find_quality_head(name) if args.quality_head else None
+        if found is not None:
+            rows += time_model(name, args.repeats, QualityFilter(*found))
     header = "| model | image | size | instances | median s | min s |\n|---|---|---|---|---|---|"
     lines = [f"| {r['model']} | {r['image']} | {r['size'][1]}x{r['size'][0]} | "
              f"{r['instances']} | {r['median_s']:.3f} | {r['min_s']:.3f} |" for r in rows]

@@ -7,6 +7,7 @@ way: one line naming the file and the problem (``InputError``).
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -72,3 +73,29 @@ def parse_set_args(items: Iterable[str] | None) -> dict[str, Any]:
         key, value = item.split("=", 1)
         overrides[key] = yaml.safe_load(value)
     return overrides
+
+
+def merge_defaults(path: str | os.PathLike, cfg: Mapping[str, Any],
+                   defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """``defaults`` (two levels: sections of keys) updated with ``cfg``; unknown keys refused.
+
+    Raises:
+        InputError: naming the file and the unknown key with the valid keys of its section,
+            or a section given as something other than a mapping.
+    """
+    out = copy.deepcopy(dict(defaults))
+    for key, value in cfg.items():
+        if key not in defaults:
+            raise InputError(path, f"unknown key '{key}'; valid keys here: "
+                             f"{', '.join(sorted(defaults))}")
+        if isinstance(defaults[key], dict):
+            if not isinstance(value, dict):
+                raise InputError(path, f"'{key}' must be a mapping")
+            for sub in value:
+                if sub not in defaults[key]:
+                    raise InputError(path, f"unknown key '{key}.{sub}'; valid keys here: "
+                                     f"{', '.join(sorted(defaults[key]))}")
+            out[key].update(value)
+        else:
+            out[key] = value
+    return out

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from zeusseg.io.atomic import atomic_path
+from zeusseg.modeling.quality_head import QUALITY_CONFIG, QUALITY_WEIGHTS
 from zeusseg.pretrained import HEAD_CONFIG, HEAD_WEIGHTS
 
 _logger = logging.getLogger(__name__)
@@ -21,7 +22,8 @@ def export_model(src: str | os.PathLike, dst: str | os.PathLike, *, fp16: bool =
                  extra: dict | None = None) -> Path:
     """Copy a trained model folder (``model.safetensors`` + ``config.json``) for bundling.
 
-    A class head in the folder (``class_head.safetensors`` + ``class_head.json``) is copied too.
+    A class head (``class_head.safetensors`` + ``class_head.json``) and a quality head
+    (``quality_head.*``) in the folder are copied too.
 
     Floating-point tensors are stored as fp16 when ``fp16`` (loading casts them back to the
     model's dtype); ``extra`` entries are merged into ``config.json``.
@@ -41,7 +43,7 @@ def export_model(src: str | os.PathLike, dst: str | os.PathLike, *, fp16: bool =
     meta.update(extra or {})
     with atomic_path(dst / "config.json") as tmp:
         Path(tmp).write_text(json.dumps(meta, indent=2))
-    for name in (HEAD_WEIGHTS, HEAD_CONFIG):  # a class head travels with its model
+    for name in (HEAD_WEIGHTS, HEAD_CONFIG, QUALITY_WEIGHTS, QUALITY_CONFIG):  # heads travel
         if (src / name).is_file():
             with atomic_path(dst / name) as tmp:
                 shutil.copyfile(src / name, tmp)

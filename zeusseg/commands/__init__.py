@@ -6,5 +6,5 @@ its module name to ``COMMANDS`` below (the order is the order in ``zeusseg --hel
 
 COMMANDS = [
     "segment", "evaluate", "instruct", "models", "baseline", "compare", "train",
-    "train_class_head", "finetune",
+    "train_class_head", "train_quality_head", "finetune",
 ]

@@ -74,6 +74,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "not with the model's instance class head (ablation; default: use it when present)",
     )
     mod.add_argument(
+        "--no-quality-head", action="store_true",
+        help="keep every decoded instance, scored by the decoder, instead of dropping those "
+        "the model's instance quality head rejects (ablation; default: use it when present; "
+        "never with --adapter; docs/quality_head.md)",
+    )
+    mod.add_argument(
+        "--quality-threshold", type=float, default=None, metavar="P",
+        help="lowest instance quality kept, in [0, 1) (default: the head's own threshold, "
+        "chosen on training images)",
+    )
+    mod.add_argument(
         "--tta", action="store_true",
         help="test-time augmentation: average the model's maps over the 4 flips of each image "
         "(4x slower; docs/BENCHMARKS.md has its effect on each dataset)",
@@ -150,6 +161,9 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(None, f"{flag} must be >= 0, got {value}")
         if key not in ("min_size", "seeds") and not 0.0 < value < 1.0:
             raise InputError(None, f"{flag} must be between 0 and 1 (exclusive), got {value}")
+    q = args.quality_threshold
+    if q is not None and not 0.0 <= q < 1.0:
+        raise InputError(None, f"--quality-threshold must be in [0, 1), got {q}")
     if decode and args.method != "zeus":
         raise InputError(None, f"--{next(iter(decode)).replace('_', '-')} needs --method zeus")
     if args.dataset is not None:
@@ -176,7 +190,9 @@ def run(args: argparse.Namespace) -> int:
         on_error=args.on_error,
         formats=formats,
         segment_kwargs={"tile_size": args.tile_size or None, "tile_overlap": args.tile_overlap,
-                        "use_class_head": not args.no_class_head, "tta": args.tta, **decode},
+                        "use_class_head": not args.no_class_head,
+                        "use_quality_head": not args.no_quality_head,
+                        "quality_threshold": args.quality_threshold, "tta": args.tta, **decode},
     )
     n = len(report.done) + len(report.skipped_existing)
     print(f"segmented {n} image(s), {report.instances} new instance(s)")

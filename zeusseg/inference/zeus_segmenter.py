@@ -25,14 +25,13 @@ import numpy as np
 import torch
 
 from zeusseg.adapters import load_adapter
-from zeusseg.errors import InputError
 from zeusseg.factory import _build_zeus, build_zeus
 from zeusseg.inference.class_assignment import apply_class_head, plan_prompts
+from zeusseg.inference.heads import find_class_head, find_quality_head
 from zeusseg.inference.instance_segmentation import assign_classes, decode_instances
-from zeusseg.modeling.class_head import HEAD_CONFIG, load_class_head
+from zeusseg.inference.quality_filter import QualityFilter
 from zeusseg.modeling.config import get_zeus_cfg
 from zeusseg.predictor import ZeusPredictor
-from zeusseg.pretrained import is_pretrained, pretrained_paths
 from zeusseg.structures import InstanceMasks, MicroscopyImage
 from zeusseg.tiling import (
     DEFAULT_DECODE_BLOCK,
@@ -145,20 +144,20 @@ def _run_tiled(predictor: ZeusPredictor, grey: np.ndarray, shape: tuple[int, int
     return _Pass(res.masks, res.n_found, d, res.fg_share, factor, False)
 
 
-def _classify(predictor: ZeusPredictor, grey: np.ndarray, run: _Pass, plan, head,
-              tiling: TilingConfig | None) -> InstanceMasks:
-    """Apply the class head to the instances of the final pass
-    (``zeusseg.inference.class_assignment``).
+def _encode_final(predictor: ZeusPredictor, grey: np.ndarray, run: _Pass,
+                  tiling: TilingConfig | None) -> tuple[int, int]:
+    """Make ``predictor`` hold the encoder features of the final pass's whole image, for the
+    instance heads (quality, class); returns the (h, w) the encoder saw.
 
-    The head needs the encoder features of the whole image: an untiled pass still holds them;
-    after a tiled pass the image is encoded once more at the largest scale one window holds.
+    An untiled pass still holds them; after a tiled pass the image is encoded once more at the
+    largest scale one window holds.
     """
     shape = scaled_shape(grey.shape, run.factor)
     if not run.whole and tiling is not None and max(shape) > tiling.tile_size:
         shape = scaled_shape(grey.shape, run.factor * tiling.tile_size / max(shape))
     if not run.whole or predictor.original_size != shape:
         predictor.set_image(resize_image(grey, shape))
-    return apply_class_head(run.masks, plan, head, predictor.embedder, predictor.features, shape)
+    return shape
 
 
 def segment_image(
@@ -172,6 +171,7 @@ def segment_image(
     tile_overlap: int = DEFAULT_TILE_OVERLAP,
     decode_block: int = DEFAULT_DECODE_BLOCK,
     class_head=None,
+    quality_head=None,
     tta: bool = False,
     text_of: Callable[[str], str] | None = None,
     **decode_kwargs,
@@ -197,6 +197,10 @@ def segment_image(
         class_head: ``(InstanceClassHead, ClassHeadSpec)`` (``load_class_head``): prompts that
             name one of its classes are answered by classifying the instances of its parent
             prompt (``zeusseg.inference.class_assignment``); None = dense maps decide every class.
+        quality_head: a function ``(masks, features, model_shape) -> masks`` applied to the
+            decoded instances before the class head, with the encoder features of the final
+            pass (e.g. ``zeusseg.inference.quality_filter.QualityFilter``: drops instances the
+            model's quality head rejects and rescores the rest); None = keep every instance.
         tta: test-time augmentation: average the maps over the 4 flips of the image (4x the
             encoder and decoder time).
         text_of: prompt -> the text the model reads for it on this image (e.g. its
@@ -231,8 +235,13 @@ def segment_image(
     run = _scaled_pass(predictor, grey, factor, cap, prompts, tiling, tta,
                        cfg if auto_scale else None, image.name, **decode_kwargs)
     masks = run.masks
-    if plan is not None:
-        masks = _classify(predictor, grey, run, plan, class_head[0], tiling)
+    if (quality_head is not None and len(masks)) or plan is not None:
+        shape = _encode_final(predictor, grey, run, tiling)
+        if quality_head is not None and len(masks):  # before the class head: it sees survivors
+            masks = quality_head(masks, predictor.features, shape)
+        if plan is not None:
+            masks = apply_class_head(masks, plan, class_head[0], predictor.embedder,
+                                     predictor.features, shape)
     predictor.reset_image()
     return masks
 
@@ -296,6 +305,8 @@ def build_zeus_segmenter(
     text_of: Callable[[MicroscopyImage], Callable[[str], str]] | None = None,
     device: str | None = None,
     use_class_head: bool = True,
+    use_quality_head: bool = True,
+    quality_threshold: float | None = None,
     **kwargs,
 ) -> Callable[[MicroscopyImage], InstanceMasks]:
     """A function image -> InstanceMasks for ``zeusseg segment --method zeus``.
@@ -310,6 +321,10 @@ def build_zeus_segmenter(
         device: run the model there (e.g. ``cuda:1``; default: where it was loaded, the CPU).
         use_class_head: use the model's class head when it has one (``class_head.*`` next to
             its weights) for prompts that name its classes.
+        use_quality_head: drop the instances the model's quality head rejects when it has one
+            (``quality_head.*`` next to its weights; ``zeusseg.inference.quality_filter``).
+            Not used with an ``adapter``: the head was fitted to the base model's features.
+        quality_threshold: the lowest quality kept (default: the head's own threshold).
         **kwargs: passed to ``segment_image``.
 
     Raises:
@@ -325,35 +340,14 @@ def build_zeus_segmenter(
     predictor = ZeusPredictor(net)
     if use_class_head:
         kwargs["class_head"] = find_class_head(model or "zeus-default", net)
+    if use_quality_head and not adapter:  # an adapter changes the features the head reads
+        found = find_quality_head(model or "zeus-default")
+        if found is not None:
+            kwargs["quality_head"] = QualityFilter(*found, threshold=quality_threshold)
     if text_of is None:
         return lambda image: segment_image(predictor, image, prompts, **kwargs)
     return lambda image: segment_image(predictor, image, prompts, text_of=text_of(image),
                                        **kwargs)
-
-
-def find_class_head(model: str, net=None):
-    """``(InstanceClassHead, ClassHeadSpec)`` stored with trained model ``model``, or None.
-
-    Args:
-        model: as for ``load_zeus`` (a bundled name, a folder, or a ``.safetensors`` file).
-        net: the loaded model; its text encoder must be the one the head was trained with.
-
-    Raises:
-        InputError: the head's files are damaged or it expects another text encoder.
-    """
-    if is_pretrained(model):
-        folder = pretrained_paths(model)[1].parent
-    else:
-        p = Path(model)
-        folder = p if p.is_dir() else p.parent
-        if p.suffix != ".safetensors" and not p.is_dir():
-            return None  # an architecture name or a config: no trained head
-    found = load_class_head(folder)
-    cfg = get_zeus_cfg(net)
-    if found is not None and cfg is not None and found[1].text_encoder != cfg.text_cfg.encoder:
-        raise InputError(folder / HEAD_CONFIG, f"class head expects text encoder "
-                         f"'{found[1].text_encoder}', the model uses '{cfg.text_cfg.encoder}'")
-    return found
 
 
 def load_zeus(model: str = "zeus-default"):

@@ -86,6 +86,7 @@ class ZeusSession:
         self._embedder = embedder
         self._predictor = None
         self._class_head = None  # (head, spec) of the model, loaded with the predictor
+        self._quality = None  # QualityFilter of the model's quality head (none with an adapter)
         self._prepared: tuple | None = None  # key of the image held for refinement
 
     def set_model(self, model: str, adapter: str | None = None) -> None:
@@ -100,7 +101,12 @@ class ZeusSession:
         if self._predictor is None:
             import torch  # torch and the model load in the worker, not with the widget
 
-            from zeusseg.inference.zeus_segmenter import find_class_head, load_zeus
+            from zeusseg.inference.quality_filter import QualityFilter
+            from zeusseg.inference.zeus_segmenter import (
+                find_class_head,
+                find_quality_head,
+                load_zeus,
+            )
             from zeusseg.predictor import ZeusPredictor
 
             torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -111,6 +117,8 @@ class ZeusSession:
                 net = load_adapter(net, self.adapter, model_id=self.model)
             self._predictor = ZeusPredictor(net, embedder=self._embedder)
             self._class_head = find_class_head(self.model, net)
+            quality = None if self.adapter else find_quality_head(self.model)
+            self._quality = QualityFilter(*quality) if quality is not None else None
             _logger.info("loaded %s%s", self.model,
                          f" + adapter {self.adapter}" if self.adapter else "")
         return self._predictor
@@ -150,7 +158,8 @@ class ZeusSession:
             return texts[p]
 
         masks = segment_image(self.predictor, image, [instruction.prompt],
-                              class_head=self._class_head, text_of=text_of)
+                              class_head=self._class_head, quality_head=self._quality,
+                              text_of=text_of)
         masks.class_names = {1: instruction.prompt}
         self._prepared = None  # segment_image left the predictor without an image
         return SegmentResult(masks, instruction, self.model, self.adapter,

@@ -15,7 +15,6 @@ model's ``model.safetensors`` to use it) and ``metrics.json``.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from zeusseg.config_file import apply_overrides, read_config
+from zeusseg.config_file import apply_overrides, merge_defaults, read_config
 from zeusseg.datasets import get_dataset
 from zeusseg.errors import InputError
 from zeusseg.inference.zeus_segmenter import load_zeus
@@ -75,21 +74,7 @@ def load_class_head_config(path: str | os.PathLike,
     """
     path = Path(path)
     cfg = apply_overrides(read_config(path, "class-head config"), overrides)
-    out = copy.deepcopy(DEFAULTS)
-    for key, value in cfg.items():
-        if key not in DEFAULTS:
-            raise InputError(path, f"unknown key '{key}'; valid keys here: "
-                             f"{', '.join(sorted(DEFAULTS))}")
-        if isinstance(DEFAULTS[key], dict):
-            if not isinstance(value, dict):
-                raise InputError(path, f"'{key}' must be a mapping")
-            for sub in value:
-                if sub not in DEFAULTS[key]:
-                    raise InputError(path, f"unknown key '{key}.{sub}'; valid keys here: "
-                                     f"{', '.join(sorted(DEFAULTS[key]))}")
-            out[key].update(value)
-        else:
-            out[key] = value
+    out = merge_defaults(path, cfg, DEFAULTS)
     classes = out["data"]["classes"]
     if classes is not None and (not isinstance(classes, dict) or len(classes) < 2 or any(
             not isinstance(v, list) or not v for v in classes.values())):
