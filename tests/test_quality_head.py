@@ -58,6 +58,10 @@ def test_quality_features_append_score_solidity_and_border():
     assert x[0, -2] == pytest.approx(1.0)  # a square is convex
     assert 0.3 < float(x[1, -2]) < 0.8  # the L shape is not
     np.testing.assert_array_equal(x[:, -1], [0.0, 1.0])  # only the L touches the border
+    own = quality_features(feats, masks, (64, 96), context=False)  # no whole-image means
+    c = feature_dim(feats) // 2
+    assert own.shape == (2, quality_dim(feats, context=False)) == (2, c + 1 + 3)
+    torch.testing.assert_close(own, torch.cat([x[:, :c], x[:, 2 * c:]], 1))
 
 
 def test_fit_learns_separable_instances_and_threshold_is_chosen_on_held_out():
@@ -211,10 +215,20 @@ def test_train_quality_head_cli_writes_a_head_segment_uses(tiny_setup, monkeypat
     held = metrics["heldout"]["visn-train"]
     assert held["instances"] > 0 and set(held) == {"instances", "decoder", "quality_head"}
     samples = torch.load(out / "samples.pt", weights_only=False)
-    assert samples["x"].shape == (metrics["instances"], spec_dim := samples["x"].shape[1])
+    full_dim = samples["x"].shape[1]
+    assert samples["x"].shape[0] == metrics["instances"] and samples["base"] == str(out)
     assert samples["holdout"].any() and not samples["holdout"].all()
     head, spec = find_quality_head(str(out))
-    assert spec.in_dim == spec_dim
+    assert not spec.context and spec.in_dim == full_dim - (full_dim - 3) // 2
+    # refit from the saved samples: no segmenting, the same head for the same settings
+    again = train_quality_head({**cfg, "output_dir": str(tiny_setup / "refit"),
+                                "data": {**cfg["data"], "samples": str(out / "samples.pt")}})
+    assert again["threshold"] == metrics["threshold"]
+    torch.testing.assert_close(find_quality_head(str(tiny_setup / "refit"))[0].state_dict(),
+                               head.state_dict())
+    with pytest.raises(InputError, match="not 'other'"):
+        train_quality_head({**cfg, "base": "other", "data": {**cfg["data"],
+                                                           "samples": str(out / "samples.pt")}})
     assert spec.threshold == metrics["threshold"] and spec.provenance["datasets"] == {
         "visn-train": "virus"}
     image = read_image(tiny_setup / "data" / "visn" / "train" / "images" / "0003.png")
@@ -227,8 +241,8 @@ def test_train_quality_head_cli_writes_a_head_segment_uses(tiny_setup, monkeypat
 
 # (example, labels, prompt, AP@0.5 with the head, without): measured 2026-12-03 with the
 # bundled zeus-default (docs/quality_head.md); floors = with-head value minus 0.05.
-BUNDLED = [("visn-0008", "virus particles", 0.696, 0.630),
-           ("dsb-0010", "cell nuclei", 0.769, 0.761),
+BUNDLED = [("visn-0008", "virus particles", 0.714, 0.630),
+           ("dsb-0010", "cell nuclei", 0.761, 0.761),
            ("coelho-u2os-dna-0", "cell nuclei", 0.933, 0.933)]
 
 

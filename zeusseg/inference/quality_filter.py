@@ -47,7 +47,7 @@ class QualityFilter:
         """(N,) float32 probability that each instance matches a true object (IoU >= 0.5)."""
         if len(masks) == 0:
             return np.zeros(0, np.float32)
-        x = quality_features(feats, masks, model_shape)
+        x = quality_features(feats, masks, model_shape, context=self.spec.context)
         if x.shape[1] != self.spec.in_dim:
             raise ValueError(f"quality head expects {self.spec.in_dim} features, the model "
                              f"gives {x.shape[1]}: it was trained for another model")

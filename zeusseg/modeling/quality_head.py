@@ -5,8 +5,8 @@ debris and stain blobs that annotators do not count (precision 0.76): the decode
 (mean foreground x max centre) ranks them only loosely. Two-stage detectors rescore each
 proposal from pooled features (Mask R-CNN's box head, Mask Scoring R-CNN's MaskIoU head); SAM
 predicts each mask's IoU. The quality head does the same for zeusseg's instances: a small MLP on
-the frozen encoder features pooled inside the instance and over the image (context: stain,
-magnification, preparation; ``zeusseg.modeling.class_head.instance_features``), plus the
+the frozen encoder features pooled inside the instance (optionally also over the whole image:
+stain, magnification, preparation; ``zeusseg.modeling.class_head.instance_features``), plus the
 decoder's own score, the instance's solidity and whether it touches the image border, gives
 the probability that the instance matches a ground-truth object at IoU >= 0.5.
 
@@ -49,12 +49,15 @@ class QualityHeadSpec:
         in_dim: length of ``quality_features`` vectors.
         hidden: width of the MLP's hidden layer.
         threshold: instances with a quality below this are dropped.
+        context: the features include the whole-image means (False: only what describes the
+            instance itself; transfers better to objects the head never saw).
         provenance: how it was trained (config, data, held-out scores), free-form.
     """
 
     in_dim: int
     hidden: int = 64
     threshold: float = 0.5
+    context: bool = True
     provenance: dict = field(default_factory=dict)
 
     @classmethod
@@ -87,9 +90,17 @@ class InstanceQualityHead(nn.Module):
         return self.mlp((feats - self.feat_mean) / self.feat_std)[:, 0]
 
 
-def quality_dim(feats: ImageFeatures) -> int:
+def quality_dim(feats: ImageFeatures, context: bool = True) -> int:
     """Length of the vectors ``quality_features`` returns for these encoder features."""
-    return feature_dim(feats) + N_EXTRA
+    full = feature_dim(feats)
+    return (full if context else full - full // 2) + N_EXTRA
+
+
+def without_context(x: Tensor, full_dim: int) -> Tensor:
+    """Drop the whole-image-mean columns from (N, quality_dim(feats)) vectors, ``full_dim`` =
+    ``feature_dim(feats)``: [instance means (c), image means (c), log area, extras]."""
+    c = full_dim // 2
+    return torch.cat([x[:, :c], x[:, 2 * c:]], 1)
 
 
 def _shape_features(masks: InstanceMasks) -> np.ndarray:
@@ -110,21 +121,23 @@ def _shape_features(masks: InstanceMasks) -> np.ndarray:
 
 @torch.no_grad()
 def quality_features(feats: ImageFeatures, masks: InstanceMasks,
-                     model_shape: tuple[int, int]) -> Tensor:
+                     model_shape: tuple[int, int], context: bool = True) -> Tensor:
     """Per-instance feature vectors for the quality head.
 
     Args:
         feats: encoder features of ONE image (batch 1) given to the model at ``model_shape``.
         masks: the decoded instances of that image (any resolution), with the decoder's scores.
         model_shape: (h, w) of the image the encoder saw, before padding.
+        context: keep the whole-image means of ``instance_features``.
 
     Returns:
-        (N, quality_dim(feats)) float32: ``instance_features``, then the decoder score, the
-        solidity and the border flag of each instance.
+        (N, quality_dim(feats, context)) float32: ``instance_features`` (without its image means
+        unless ``context``), then the decoder score, the solidity and the border flag.
     """
     pooled = instance_features(feats, masks.labels, masks.ids, model_shape)
     extra = np.concatenate([masks.scores.astype(np.float32)[:, None], _shape_features(masks)], 1)
-    return torch.cat([pooled, torch.from_numpy(extra)], 1)
+    x = torch.cat([pooled, torch.from_numpy(extra)], 1)
+    return x if context else without_context(x, feature_dim(feats))
 
 
 def save_quality_head(head: InstanceQualityHead, spec: QualityHeadSpec,

@@ -42,10 +42,12 @@ from zeusseg.io.atomic import atomic_path
 from zeusseg.io.images import read_image
 from zeusseg.metrics import match_image
 from zeusseg.modeling.quality_head import (
+    N_EXTRA,
     InstanceQualityHead,
     QualityHeadSpec,
     quality_features,
     save_quality_head,
+    without_context,
 )
 from zeusseg.predictor import ZeusPredictor
 from zeusseg.structures import InstanceMasks, MicroscopyImage
@@ -63,8 +65,10 @@ DEFAULTS: dict[str, Any] = {
         "scale_jitter": 0.2,
         "holdout_every": 5,
         "limit": None,
+        "samples": None,  # a samples.pt of an earlier run on the same base: refit, no segmenting
     },
-    "train": {"steps": 300, "hidden": 64, "weight_decay": 1e-3, "num_threads": 2},
+    "train": {"steps": 300, "hidden": 64, "weight_decay": 1e-3, "context": False,
+              "num_threads": 2},
 }
 SAMPLES_FILE = "samples.pt"
 """The collected ``QualitySamples`` (features, targets, split), written next to the head."""
@@ -224,6 +228,33 @@ def choose_threshold(quality: np.ndarray, matched: np.ndarray, dataset: np.ndarr
     return best, table
 
 
+def _load_or_collect(cfg: Mapping[str, Any], datasets: dict[str, str], embedder
+                     ) -> QualitySamples:
+    """The samples of ``data.samples`` (an earlier run's ``samples.pt``), else collected now.
+
+    Raises:
+        InputError: the file is missing or was collected for another base model or datasets.
+    """
+    data = cfg["data"]
+    if data["samples"]:
+        path = Path(data["samples"])
+        if not path.is_file():
+            raise InputError(path, "no such samples file (data.samples)")
+        saved = torch.load(path, weights_only=False)
+        if saved.get("base", cfg["base"]) != cfg["base"] or list(
+                saved.get("datasets", datasets)) != list(datasets):
+            raise InputError(path, f"samples of base '{saved.get('base')}' on "
+                             f"{list(saved.get('datasets', []))}, not '{cfg['base']}' on "
+                             f"{list(datasets)}")
+        return QualitySamples(**{k: saved[k] for k in QualitySamples.__dataclass_fields__})
+    net = load_zeus(cfg["base"])
+    return collect_samples(ZeusPredictor(net, embedder), datasets, views=int(data["views"]),
+                           scale=float(net.zeus_cfg.input_cfg.scale),
+                           scale_jitter=float(data["scale_jitter"]),
+                           holdout_every=int(data["holdout_every"]),
+                           rng=np.random.default_rng(int(cfg["seed"])), limit=data["limit"])
+
+
 def train_quality_head(cfg: Mapping[str, Any], embedder=None) -> dict[str, Any]:
     """Run one quality-head training as configured (``load_quality_head_config``).
 
@@ -237,20 +268,16 @@ def train_quality_head(cfg: Mapping[str, Any], embedder=None) -> dict[str, Any]:
     t0 = time.time()
     data, train = cfg["data"], cfg["train"]
     torch.set_num_threads(int(train["num_threads"]))
-    net = load_zeus(cfg["base"])
-    predictor = ZeusPredictor(net, embedder)
     datasets = dict(data["datasets"])
-    s = collect_samples(predictor, datasets, views=int(data["views"]),
-                        scale=float(net.zeus_cfg.input_cfg.scale),
-                        scale_jitter=float(data["scale_jitter"]),
-                        holdout_every=int(data["holdout_every"]),
-                        rng=np.random.default_rng(int(cfg["seed"])), limit=data["limit"])
+    s = _load_or_collect(cfg, datasets, embedder)
+    context = bool(train["context"])
+    x_all = s.x if context else without_context(s.x, s.x.shape[1] - N_EXTRA)
     fit = {"hidden": int(train["hidden"]), "steps": int(train["steps"]),
            "weight_decay": float(train["weight_decay"]), "seed": int(cfg["seed"])}
     matched = s.y.numpy() > 0.5
-    first = fit_quality_head(s.x[~s.holdout], s.y[~s.holdout], **fit)
+    first = fit_quality_head(x_all[~s.holdout], s.y[~s.holdout], **fit)
     with torch.no_grad():
-        q_held = torch.sigmoid(first(s.x[s.holdout])).numpy()
+        q_held = torch.sigmoid(first(x_all[s.holdout])).numpy()
     threshold, table = choose_threshold(q_held, matched[s.holdout], s.dataset[s.holdout],
                                         s.n_true[:, 1])
     held: dict[str, Any] = {}
@@ -262,19 +289,21 @@ def train_quality_head(cfg: Mapping[str, Any], embedder=None) -> dict[str, Any]:
             "decoder": pooled_scores(np.ones(m.size, bool), m, int(s.n_true[d, 1])),
             "quality_head": pooled_scores(q_held[sel] >= threshold, m, int(s.n_true[d, 1])),
         }
-    head = fit_quality_head(s.x, s.y, **fit)
+    head = fit_quality_head(x_all, s.y, **fit)
     metrics: dict[str, Any] = {
         "base": cfg["base"], "datasets": datasets, "instances": int(s.x.shape[0]),
         "matched_share": float(matched.mean()), "threshold": threshold,
         "heldout_f1_by_threshold": table, "heldout": held,
         "seconds": round(time.time() - t0, 1),
     }
-    spec = QualityHeadSpec(in_dim=int(s.x.shape[1]), hidden=fit["hidden"], threshold=threshold,
+    spec = QualityHeadSpec(in_dim=int(x_all.shape[1]), hidden=fit["hidden"], threshold=threshold,
+                           context=context,
                            provenance={"config": json.loads(json.dumps(cfg)), **metrics})
     out = Path(cfg["output_dir"])
     save_quality_head(head, spec, out)
     with atomic_path(out / SAMPLES_FILE) as tmp:  # for refitting variants without re-segmenting
-        torch.save({k: getattr(s, k) for k in QualitySamples.__dataclass_fields__}, tmp)
+        torch.save({"base": cfg["base"], "datasets": datasets,
+                    **{k: getattr(s, k) for k in QualitySamples.__dataclass_fields__}}, tmp)
     with atomic_path(out / "metrics.json") as tmp:
         Path(tmp).write_text(json.dumps(metrics, indent=2))
     _logger.info("quality head -> %s (threshold %.2f; held-out F1 %s)", out, threshold,
