@@ -12,21 +12,18 @@ model weights as ``class_head.safetensors`` + ``class_head.json``.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from scipy import sparse
 from torch import Tensor, nn
 
-from zeusseg.errors import InputError
-from zeusseg.io.atomic import atomic_path
+from zeusseg.modeling.head_files import load_head_files, save_head_files
 from zeusseg.modeling.image_encoder import ImageFeatures
 from zeusseg.pretrained import HEAD_CONFIG, HEAD_WEIGHTS
 
@@ -157,11 +154,7 @@ def save_class_head(head: InstanceClassHead, spec: ClassHeadSpec,
                     folder: str | os.PathLike) -> Path:
     """Write ``class_head.safetensors`` + ``class_head.json`` into ``folder`` (atomically)."""
     folder = Path(folder)
-    state = {k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}
-    with atomic_path(folder / HEAD_WEIGHTS) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
-    with atomic_path(folder / HEAD_CONFIG) as tmp:
-        Path(tmp).write_text(json.dumps(asdict(spec), indent=2))
+    save_head_files(head, spec, folder / HEAD_WEIGHTS, folder / HEAD_CONFIG)
     return folder
 
 
@@ -172,20 +165,6 @@ def load_class_head(folder: str | os.PathLike) -> tuple[InstanceClassHead, Class
         InputError: the files exist but are damaged or do not fit each other.
     """
     folder = Path(folder)
-    weights, config = folder / HEAD_WEIGHTS, folder / HEAD_CONFIG
-    if not weights.is_file() and not config.is_file():
-        return None
-    if not (weights.is_file() and config.is_file()):
-        missing = config if weights.is_file() else weights
-        raise InputError(missing, "class head incomplete: this file is missing")
-    try:
-        spec = ClassHeadSpec.from_dict(json.loads(config.read_text()))
-    except (ValueError, TypeError) as err:
-        raise InputError(config, f"not a class-head config ({err})") from err
-    head = InstanceClassHead(spec.in_dim, spec.text_dim)
-    try:
-        state = {k: v.float() for k, v in load_file(str(weights)).items()}
-        head.load_state_dict(state)
-    except Exception as err:  # noqa: BLE001 - safetensors raises several types
-        raise InputError(weights, f"class head weights do not load ({err})") from err
-    return head.eval(), spec
+    return load_head_files(folder / HEAD_WEIGHTS, folder / HEAD_CONFIG, "class head",
+                           ClassHeadSpec.from_dict,
+                           lambda spec: InstanceClassHead(spec.in_dim, spec.text_dim))

@@ -18,20 +18,17 @@ training images (``zeusseg.training.quality_head``) and stored next to the model
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from skimage.measure import regionprops
 from torch import Tensor, nn
 
-from zeusseg.errors import InputError
-from zeusseg.io.atomic import atomic_path
 from zeusseg.modeling.class_head import feature_dim, instance_features
+from zeusseg.modeling.head_files import load_head_files, save_head_files
 from zeusseg.modeling.image_encoder import ImageFeatures
 from zeusseg.structures import InstanceMasks
 
@@ -144,11 +141,7 @@ def save_quality_head(head: InstanceQualityHead, spec: QualityHeadSpec,
                       folder: str | os.PathLike) -> Path:
     """Write ``quality_head.safetensors`` + ``quality_head.json`` into ``folder`` (atomically)."""
     folder = Path(folder)
-    state = {k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}
-    with atomic_path(folder / QUALITY_WEIGHTS) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
-    with atomic_path(folder / QUALITY_CONFIG) as tmp:
-        Path(tmp).write_text(json.dumps(asdict(spec), indent=2))
+    save_head_files(head, spec, folder / QUALITY_WEIGHTS, folder / QUALITY_CONFIG)
     return folder
 
 
@@ -160,19 +153,6 @@ def load_quality_head(folder: str | os.PathLike
         InputError: the files exist but are damaged or do not fit each other.
     """
     folder = Path(folder)
-    weights, config = folder / QUALITY_WEIGHTS, folder / QUALITY_CONFIG
-    if not weights.is_file() and not config.is_file():
-        return None
-    if not (weights.is_file() and config.is_file()):
-        missing = config if weights.is_file() else weights
-        raise InputError(missing, "quality head incomplete: this file is missing")
-    try:
-        spec = QualityHeadSpec.from_dict(json.loads(config.read_text()))
-    except (ValueError, TypeError) as err:
-        raise InputError(config, f"not a quality-head config ({err})") from err
-    head = InstanceQualityHead(spec.in_dim, spec.hidden)
-    try:
-        head.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
-    except Exception as err:  # noqa: BLE001 - safetensors raises several types
-        raise InputError(weights, f"quality head weights do not load ({err})") from err
-    return head.eval(), spec
+    return load_head_files(folder / QUALITY_WEIGHTS, folder / QUALITY_CONFIG, "quality head",
+                           QualityHeadSpec.from_dict,
+                           lambda spec: InstanceQualityHead(spec.in_dim, spec.hidden))
