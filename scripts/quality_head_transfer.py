@@ -22,21 +22,21 @@ import numpy as np
 import torch
 
 from zeusseg.datasets import get_dataset
-from zeusseg.inference.zeus_segmenter import load_zeus
-from zeusseg.predictor import ZeusPredictor
-from zeusseg.training.quality_head import choose_threshold, fit_quality_head, pooled_scores
+from zeusseg.modeling.quality_head import N_EXTRA
+from zeusseg.training.quality_head import (
+    choose_threshold,
+    fit_quality_head,
+    holdout_threshold,
+    pooled_scores,
+)
 
 _logger = logging.getLogger("quality_head_transfer")
 
 
-def feature_columns(base: str, dim: int) -> dict[str, np.ndarray]:
-    """Column indices of each variant for the encoder of ``base`` (``quality_features`` layout:
-    instance means of tokens and skip, whole-image means of both, log area, 3 extras)."""
-    predictor = ZeusPredictor(load_zeus(base))
-    predictor.set_image(np.zeros((64, 64), np.float32))
-    f = predictor.features
-    c = f.tokens.shape[-1] + (f.skips[-1].shape[1] if f.skips else 0)
-    assert dim == 2 * c + 4, (dim, c)
+def feature_columns(dim: int) -> dict[str, np.ndarray]:
+    """Column indices of each variant (``quality_features`` layout: instance means of tokens and
+    skip (c), whole-image means of both (c), log area, ``N_EXTRA`` extras)."""
+    c = (dim - N_EXTRA) // 2
     cols = np.arange(dim)
     return {"all": cols, "no-context": np.r_[cols[:c], cols[2 * c:]],
             "instance": cols[2 * c:]}
@@ -73,7 +73,8 @@ def main() -> None:
         s["image"], len(cls_of_image) - 1)], 0)
     matched = s["y"].numpy() > 0.5
     n_true_all = s["n_true"].sum(1)
-    columns = feature_columns(cfg["base"], s["x"].shape[1])
+    columns = feature_columns(s["x"].shape[1])
+    hold = s["holdout"]
     rows = []
     for c, cname in names.items():
         test = inst_cls == c
@@ -83,26 +84,21 @@ def main() -> None:
         n_test = int(n_of_image[cls_of_image == c].sum()) * views
         row = {"left out": cname, "instances": int(test.sum()),
                "decoder": pooled_scores(np.ones(int(test.sum()), bool), matched[test], n_test)}
-        # n_true of the training part per dataset, split [fitted, held out]
-        hold = s["holdout"]
-        n_tr = np.array([[n_true_all[d] - (n_test if d == vd else 0)] for d in
+        # ground-truth objects of the training part per dataset: all, and held-out images
+        n_tr = np.array([n_true_all[d] - (n_test if d == vd else 0) for d in
                          range(len(datasets))])
         held_n = s["n_true"][:, 1].copy()
         held_n[vd] -= int(n_of_image[(cls_of_image == c) & (np.arange(len(cls_of_image))
                                                               % cfg["data"]["holdout_every"]
                                                               == 0)].sum()) * views
         t_score, _ = choose_threshold(s["score"][train], matched[train], s["dataset"][train],
-                                      n_tr[:, 0])
+                                      n_tr)
         row["score_threshold"] = t_score
         row["score"] = pooled_scores(s["score"][test] >= t_score, matched[test], n_test)
         for variant, cols in columns.items():
             x = s["x"][:, cols]
-            fitted = train & ~hold
-            head = fit_quality_head(x[fitted], s["y"][fitted], **fit)
-            sel = train & hold
-            with torch.no_grad():
-                q = torch.sigmoid(head(x[sel])).numpy()
-            t, _ = choose_threshold(q, matched[sel], s["dataset"][sel], held_n)
+            t, _, _ = holdout_threshold(x[train], s["y"][train], hold[train],
+                                        s["dataset"][train], held_n, fit)
             head = fit_quality_head(x[train], s["y"][train], **fit)
             with torch.no_grad():
                 q_test = torch.sigmoid(head(x[test])).numpy()
@@ -114,7 +110,6 @@ def main() -> None:
                          f"{v} {row['head:' + v]['f1']:.3f}" for v in columns))
     # in-domain: the recipe itself (fit without the held-out images, threshold chosen on them,
     # scored on them), per variant, mean over the datasets of the pooled F1@0.5
-    hold = s["holdout"]
     in_domain = {}
     t_score, _ = choose_threshold(s["score"][hold], matched[hold], s["dataset"][hold],
                                   s["n_true"][:, 1])
@@ -123,11 +118,8 @@ def main() -> None:
               for d in range(len(datasets))]
     in_domain["score"] = float(np.mean(per_ds))
     for variant, cols in columns.items():
-        x = s["x"][:, cols]
-        head = fit_quality_head(x[~hold], s["y"][~hold], **fit)
-        with torch.no_grad():
-            q = torch.sigmoid(head(x[hold])).numpy()
-        _, table = choose_threshold(q, matched[hold], s["dataset"][hold], s["n_true"][:, 1])
+        _, table, _ = holdout_threshold(s["x"][:, cols], s["y"], hold, s["dataset"],
+                                        s["n_true"][:, 1], fit)
         in_domain[f"head:{variant}"] = max(table.values())
     keys = ["score", *[f"head:{v}" for v in columns]]
     loco = {k: float(np.mean([r[k]["f1"] for r in rows])) for k in keys}

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from zeusseg.errors import InputError
-from zeusseg.inference.quality_filter import QualityFilter, keep_instances
+from zeusseg.inference.quality_filter import QualityFilter
 from zeusseg.modeling.class_head import feature_dim
 from zeusseg.modeling.image_encoder import ImageFeatures
 from zeusseg.modeling.quality_head import (
@@ -92,7 +92,7 @@ def test_quality_filter_drops_low_quality_and_rescoring_keeps_ids_compact():
     kept = QualityFilter(head, spec)(masks, feats, (64, 96))
     assert len(kept) == 2 and np.allclose(kept.scores, 1 / (1 + np.exp(-2.0)))
     assert len(QualityFilter(head, spec, threshold=0.9)(masks, feats, (64, 96))) == 0
-    one = keep_instances(masks, np.array([False, True]), np.array([0.1, 0.7]))
+    one = masks.select(np.array([False, True]), scores=np.array([0.1, 0.7]))
     assert one.ids.tolist() == [1] and one.scores.tolist() == pytest.approx([0.7])
     assert (one.labels > 0).sum() == (masks.labels == 2).sum()
     wrong = QualityFilter(InstanceQualityHead(5, 4), QualityHeadSpec(in_dim=5, hidden=4))
@@ -189,7 +189,7 @@ def test_segment_image_hands_final_pass_features_to_the_quality_hook(tiny_setup)
     def hook(masks, feats, shape):
         seen.append((len(masks), quality_features(feats, masks, shape).shape[1],
                      quality_dim(feats), shape))
-        return keep_instances(masks, np.zeros(len(masks), bool), masks.scores)
+        return masks.select(np.zeros(len(masks), bool))
 
     out = segment_image(predictor, image, ["virus particles"], quality_head=hook,
                         auto_scale=False)

@@ -169,6 +169,22 @@ class InstanceMasks:
         counts = np.bincount(self.labels.ravel(), minlength=int(self.ids.max(initial=0)) + 1)
         return counts[self.ids].astype(np.int64)
 
+    def select(self, keep: np.ndarray, scores: np.ndarray | None = None) -> InstanceMasks:
+        """The instances where ``keep`` (N,) bool is true, relabelled 1..M in order.
+
+        Args:
+            keep: (N,) which instances to keep.
+            scores: (N,) new scores for every instance (default: the current ones).
+        """
+        keep = np.asarray(keep, bool)
+        n = int(keep.sum())
+        lut = np.zeros(int(self.ids.max(initial=0)) + 1, np.int32)
+        lut[self.ids[keep]] = np.arange(1, n + 1)
+        scores = self.scores if scores is None else np.asarray(scores, np.float32)
+        return InstanceMasks(labels=lut[self.labels], ids=np.arange(1, n + 1),
+                             class_ids=self.class_ids[keep].copy(), scores=scores[keep].copy(),
+                             class_names=dict(self.class_names))
+
     def relabelled(self) -> InstanceMasks:
         """A copy whose ids are 1..N in order."""
         lut = np.zeros(int(self.ids.max(initial=0)) + 1, np.int32)

@@ -133,12 +133,6 @@ def apply_class_head(
         won = owner >= 0
         class_ids[sel[won]] = owner[won] + 1
         scores[sel[won]] *= probs[np.flatnonzero(won), best[won]]
-    keep = class_ids > 0
-    labels = masks.labels
-    if not keep.all():
-        lut = np.zeros(int(masks.ids.max(initial=0)) + 1, np.int32)
-        lut[masks.ids[keep]] = masks.ids[keep]
-        labels = lut[labels]
     names = {i: p for i, p in enumerate(plan.prompts, start=1)}
-    return InstanceMasks(labels=labels, ids=masks.ids[keep], class_ids=class_ids[keep],
-                         scores=scores[keep], class_names=names).relabelled()
+    return InstanceMasks(labels=masks.labels, ids=masks.ids, class_ids=class_ids, scores=scores,
+                         class_names=names).select(class_ids > 0)

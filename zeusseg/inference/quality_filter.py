@@ -15,18 +15,6 @@ from zeusseg.modeling.quality_head import InstanceQualityHead, QualityHeadSpec, 
 from zeusseg.structures import InstanceMasks
 
 
-def keep_instances(masks: InstanceMasks, keep: np.ndarray, scores: np.ndarray) -> InstanceMasks:
-    """``masks`` with only the instances where ``keep`` (N,) is true, scored ``scores`` (N,)."""
-    labels = masks.labels
-    if not keep.all():
-        lut = np.zeros(int(masks.ids.max(initial=0)) + 1, np.int32)
-        lut[masks.ids[keep]] = masks.ids[keep]
-        labels = lut[labels]
-    return InstanceMasks(labels=labels, ids=masks.ids[keep], class_ids=masks.class_ids[keep],
-                         scores=np.asarray(scores, np.float32)[keep],
-                         class_names=masks.class_names).relabelled()
-
-
 class QualityFilter:
     """Callable ``(masks, features, model_shape) -> masks`` for ``segment_image``.
 
@@ -56,4 +44,4 @@ class QualityFilter:
     def __call__(self, masks: InstanceMasks, feats: ImageFeatures,
                  model_shape: tuple[int, int]) -> InstanceMasks:
         q = self.quality(masks, feats, model_shape)
-        return keep_instances(masks, q >= self.threshold, q)
+        return masks.select(q >= self.threshold, scores=q)

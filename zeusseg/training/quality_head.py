@@ -199,6 +199,29 @@ def fit_quality_head(x: torch.Tensor, y: torch.Tensor, *, hidden: int, steps: in
     return head.eval()
 
 
+def holdout_threshold(x: torch.Tensor, y: torch.Tensor, holdout: np.ndarray,
+                      dataset: np.ndarray, n_true_held: np.ndarray, fit: Mapping[str, Any]
+                      ) -> tuple[float, dict[float, float], np.ndarray]:
+    """The recipe's threshold: fit on the instances not held out, choose on the held-out ones.
+
+    Args:
+        x, y: (N, D) features and (N,) targets of every instance.
+        holdout, dataset: (N,) held-out flag and dataset index of each instance.
+        n_true_held: (n_datasets,) ground-truth objects of the held-out images.
+        fit: keyword arguments of ``fit_quality_head``.
+
+    Returns:
+        The threshold and the table of ``choose_threshold``, and the (M,) qualities of the
+        held-out instances.
+    """
+    head = fit_quality_head(x[~holdout], y[~holdout], **fit)
+    with torch.no_grad():
+        q = torch.sigmoid(head(x[holdout])).numpy()
+    threshold, table = choose_threshold(q, y.numpy()[holdout] > 0.5, dataset[holdout],
+                                        n_true_held)
+    return threshold, table, q
+
+
 def pooled_scores(keep: np.ndarray, matched: np.ndarray, n_true: int) -> dict[str, float]:
     """Pooled precision, recall, F1@0.5 and AP@0.5 (TP / (TP + FP + FN)) of kept instances."""
     tp = int((keep & matched).sum())
@@ -275,11 +298,8 @@ def train_quality_head(cfg: Mapping[str, Any], embedder=None) -> dict[str, Any]:
     fit = {"hidden": int(train["hidden"]), "steps": int(train["steps"]),
            "weight_decay": float(train["weight_decay"]), "seed": int(cfg["seed"])}
     matched = s.y.numpy() > 0.5
-    first = fit_quality_head(x_all[~s.holdout], s.y[~s.holdout], **fit)
-    with torch.no_grad():
-        q_held = torch.sigmoid(first(x_all[s.holdout])).numpy()
-    threshold, table = choose_threshold(q_held, matched[s.holdout], s.dataset[s.holdout],
-                                        s.n_true[:, 1])
+    threshold, table, q_held = holdout_threshold(x_all, s.y, s.holdout, s.dataset,
+                                                 s.n_true[:, 1], fit)
     held: dict[str, Any] = {}
     for d, name in enumerate(datasets):
         sel = s.dataset[s.holdout] == d
