@@ -239,35 +239,43 @@ def test_train_quality_head_cli_writes_a_head_segment_uses(tiny_setup, monkeypat
     assert np.all(a.scores >= spec.threshold)
 
 
-# (example, labels, prompt, AP@0.5 with the head, without): measured 2026-12-03 with the
-# bundled zeus-default (docs/quality_head.md); floors = with-head value minus 0.05.
-BUNDLED = [("visn-0008", "virus particles", 0.714, 0.630),
-           ("dsb-0010", "cell nuclei", 0.761, 0.761),
-           ("coelho-u2os-dna-0", "cell nuclei", 0.933, 0.933)]
+# (model, example, prompt, AP@0.5 with the head, without): measured with the bundled models
+# (zeus-default 2026-12-03, zeus-instruct 2026-12-04; docs/quality_head.md); floors = with-head
+# value minus 0.05.
+BUNDLED = [("zeus-default", "visn-0008", "virus particles", 0.714, 0.630),
+           ("zeus-default", "dsb-0010", "cell nuclei", 0.761, 0.761),
+           ("zeus-default", "coelho-u2os-dna-0", "cell nuclei", 0.933, 0.933),
+           ("zeus-instruct", "visn-0008", "virus particles", 0.667, 0.577),
+           ("zeus-instruct", "dsb-0010", "cell nuclei", 0.800, 0.811),
+           ("zeus-instruct", "coelho-u2os-dna-0", "cell nuclei", 0.913, 0.913)]
+_SEGMENTERS: dict = {}
 
 
-@pytest.fixture(scope="module")
-def bundled_segmenters():
+def bundled_segmenters(model: str):
+    """Segmenters of a bundled model with and without its quality head (built once per model)."""
     from zeusseg.inference.zeus_segmenter import build_zeus_segmenter, find_quality_head
     from zeusseg.pretrained import weights_present
 
-    if not weights_present("zeus-default"):
-        pytest.skip("bundled zeus-default model not present")
-    found = find_quality_head("zeus-default")
-    assert found is not None, "the bundled model ships a quality head"
-    return {q: {p: build_zeus_segmenter([p], use_quality_head=q)
+    if not weights_present(model):
+        pytest.skip(f"bundled {model} model not present")
+    if model not in _SEGMENTERS:
+        found = find_quality_head(model)
+        assert found is not None, f"the bundled {model} ships a quality head"
+        _SEGMENTERS[model] = {
+            q: {p: build_zeus_segmenter([p], model=model, use_quality_head=q)
                 for p in ("virus particles", "cell nuclei")} for q in (True, False)}, found[1]
+    return _SEGMENTERS[model]
 
 
 @pytest.mark.weights
-@pytest.mark.parametrize(("stem", "prompt", "with_head", "without"), BUNDLED)
+@pytest.mark.parametrize(("model", "stem", "prompt", "with_head", "without"), BUNDLED)
 def test_bundled_quality_head_drops_false_positives_on_the_examples(
-        bundled_segmenters, stem, prompt, with_head, without):
+        model, stem, prompt, with_head, without):
     from tests.conftest import REPO
     from zeusseg.io import read_image, read_label_image
     from zeusseg.metrics import average_precision
 
-    segmenters, spec = bundled_segmenters
+    segmenters, spec = bundled_segmenters(model)
     image = read_image(REPO / "examples" / f"{stem}.png")
     gt = read_label_image(REPO / "tests" / "data" / f"{stem}-labels.png")
     kept, everything = segmenters[True][prompt](image), segmenters[False][prompt](image)
