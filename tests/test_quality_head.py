@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -248,9 +249,9 @@ BUNDLED = [("zeus-default", "visn-0008", "virus particles", 0.714, 0.630),
            ("zeus-instruct", "visn-0008", "virus particles", 0.667, 0.577),
            ("zeus-instruct", "dsb-0010", "cell nuclei", 0.800, 0.811),
            ("zeus-instruct", "coelho-u2os-dna-0", "cell nuclei", 0.913, 0.913)]
-_SEGMENTERS: dict = {}
 
 
+@functools.cache
 def bundled_segmenters(model: str):
     """Segmenters of a bundled model with and without its quality head (built once per model)."""
     from zeusseg.inference.zeus_segmenter import build_zeus_segmenter, find_quality_head
@@ -258,13 +259,10 @@ def bundled_segmenters(model: str):
 
     if not weights_present(model):
         pytest.skip(f"bundled {model} model not present")
-    if model not in _SEGMENTERS:
-        found = find_quality_head(model)
-        assert found is not None, f"the bundled {model} ships a quality head"
-        _SEGMENTERS[model] = {
-            q: {p: build_zeus_segmenter([p], model=model, use_quality_head=q)
+    found = find_quality_head(model)
+    assert found is not None, f"the bundled {model} ships a quality head"
+    return {q: {p: build_zeus_segmenter([p], model=model, use_quality_head=q)
                 for p in ("virus particles", "cell nuclei")} for q in (True, False)}, found[1]
-    return _SEGMENTERS[model]
 
 
 @pytest.mark.weights
