@@ -1,12 +1,13 @@
 """How well auto-scale's size estimate matches the labels, on training images.
 
 For every ``--every``-th training image (dsb-train and visn-train; validation and Coelho are
-never read) the model predicts at its configured scale; where that pass would rescale, the pass
-at the rescaled factor measures the median instance diameter again. The script logs, per
-dataset, the ratio (estimated / labelled median diameter) in each pass: the first pass's ratio
-says how far off a scale far from the objects' misjudges their size, the rescaled pass's
-ratio how close a second measurement comes. It is the evidence for
-``zeus_segmenter.REFINE_TOLERANCE`` (docs/decoding.md#scale).
+never read) the model predicts at its configured scale; where that pass would rescale
+(``zeus_segmenter.next_scale``, as in ``zeusseg segment``), the pass at the rescaled factor
+measures the median instance diameter again. The script logs, per dataset, the ratio
+(estimated / labelled median diameter) in each pass: the first pass's ratio says how far off
+a scale far from the objects' misjudges their size, the rescaled pass's ratio how close a
+second measurement comes. It is the evidence for ``zeus_segmenter.REFINE_TOLERANCE``
+(docs/decoding.md#scale).
 
     ZEUSSEG_DATA_ROOT=../shared/data .venv/bin/python scripts/measure_size_estimate.py
 """
@@ -39,10 +40,8 @@ def size_ratios(predictor: ZeusPredictor, dataset: str, prompt: str, every: int)
         grey = read_image(ds.image_path(name)).grey()
         true = median_diameter(ds.masks(name).labels)
         run = zs._run(predictor, grey, scale, [prompt], None, False, **kw)
-        if run.n_found < 1 or not run.diameter > 0 or not true > 0:
-            continue
-        new = scale * target / run.diameter
-        if abs(math.log(new / scale)) <= math.log(zs.AUTO_SCALE_TOLERANCE):
+        new = zs.next_scale(run, target, math.inf, zs.AUTO_SCALE_TOLERANCE)
+        if new is None or not true > 0:
             continue  # no rescale: the refinement never runs on this image
         again = zs._run(predictor, grey, new, [prompt], None, False, **kw)
         if again.n_found < 1:

@@ -293,21 +293,28 @@ def _scaled_pass(predictor: ZeusPredictor, grey: np.ndarray, factor: float, cap:
             # prompt is not "found" at a scale the model was never meant to see.)
             probe = _run(predictor, grey, factor * 2, prompts, tiling, tta, **decode_kwargs)
             if probe.n_found > run.n_found:
-                run, factor = probe, probe.factor
+                run = probe
             del probe
-        tolerance = AUTO_SCALE_TOLERANCE
-        for _ in range(1 + REFINE_PASSES):  # the rescale, then its refinement
-            if run.n_found < MIN_FOR_SIZE or not run.diameter > 0:
-                break
-            new = float(np.clip(factor * target / run.diameter, MIN_SCALE, min(MAX_SCALE, cap)))
-            if abs(math.log(new / factor)) <= math.log(tolerance):
+        # the rescale, then its refinement(s)
+        for tolerance in (AUTO_SCALE_TOLERANCE, *(REFINE_TOLERANCE,) * REFINE_PASSES):
+            new = next_scale(run, target, cap, tolerance)
+            if new is None:
                 break
             _logger.debug("%s: rescaling %.3f -> %.3f (median diameter %.1f px)",
-                          name, factor, new, run.diameter)
+                          name, run.factor, new, run.diameter)
             run = None  # free the previous pass's labels before the next
             run = _run(predictor, grey, new, prompts, tiling, tta, **decode_kwargs)
-            factor, tolerance = new, REFINE_TOLERANCE
     return run
+
+
+def next_scale(run: _Pass, target: float, cap: float, tolerance: float) -> float | None:
+    """The factor that brings the median diameter ``run`` measured to ``target`` px (clipped to
+    [MIN_SCALE, min(MAX_SCALE, cap)]), or None when it stays within ``tolerance`` of the pass's
+    own factor or the pass found too few instances to measure."""
+    if run.n_found < MIN_FOR_SIZE or not run.diameter > 0:
+        return None
+    new = float(np.clip(run.factor * target / run.diameter, MIN_SCALE, min(MAX_SCALE, cap)))
+    return None if abs(math.log(new / run.factor)) <= math.log(tolerance) else new
 
 
 def build_zeus_segmenter(
