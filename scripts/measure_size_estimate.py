@@ -7,7 +7,9 @@ measures the median instance diameter again. The script logs, per dataset, the r
 (estimated / labelled median diameter) in each pass: the first pass's ratio says how far off
 a scale far from the objects' misjudges their size, the rescaled pass's ratio how close a
 second measurement comes. It is the evidence for ``zeus_segmenter.REFINE_TOLERANCE``
-(docs/decoding.md#scale).
+(docs/decoding.md#scale). It also logs, over every image read, the first pass's foreground
+width / instance diameter (``fg_width / diameter``): its spread on whole objects is the
+evidence for ``zeus_segmenter.FRAGMENT_RATIO`` and ``WHOLE_RATIO``.
 
     ZEUSSEG_DATA_ROOT=../shared/data .venv/bin/python scripts/measure_size_estimate.py
 """
@@ -31,16 +33,19 @@ SETS = (("dsb-train", "cell nuclei"), ("visn-train", "virus particles"))
 
 
 def size_ratios(predictor: ZeusPredictor, dataset: str, prompt: str, every: int):
-    """(first-pass, rescaled-pass) ratios estimated / labelled diameter of rescaled images."""
+    """(first-pass, rescaled-pass) ratios estimated / labelled diameter of rescaled images, and
+    the first pass's foreground width / instance diameter of every image with instances."""
     cfg = zs.get_zeus_cfg(predictor.model)
     kw = zs.decode_settings(cfg, {})
-    ds, first, second = get_dataset(dataset), [], []
+    ds, first, second, width = get_dataset(dataset), [], [], []
     target, scale = cfg.input_cfg.target_diameter, cfg.input_cfg.scale
     for name in ds.names[::every]:
         grey = read_image(ds.image_path(name)).grey()
         true = median_diameter(ds.masks(name).labels)
         run = zs._run(predictor, grey, scale, [prompt], None, False, **kw)
-        new = zs.next_scale(run, target, math.inf, zs.AUTO_SCALE_TOLERANCE)
+        if run.diameter > 0 and run.fg_width > 0:
+            width.append(run.fg_width / run.diameter)
+        new = zs.next_scale(run, target, math.inf, zs.AUTO_SCALE_TOLERANCE, zs.DOWN_TOLERANCE)
         if new is None or not true > 0:
             continue  # no rescale: the refinement never runs on this image
         again = zs._run(predictor, grey, new, [prompt], None, False, **kw)
@@ -48,7 +53,7 @@ def size_ratios(predictor: ZeusPredictor, dataset: str, prompt: str, every: int)
             continue
         first.append(run.diameter / scale / true)
         second.append(again.diameter / new / true)
-    return np.array(first), np.array(second)
+    return np.array(first), np.array(second), np.array(width)
 
 
 def main() -> None:
@@ -59,7 +64,11 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     predictor = ZeusPredictor(zs.load_zeus(args.model))
     for dataset, prompt in SETS:
-        first, second = size_ratios(predictor, dataset, prompt, args.every)
+        first, second, width = size_ratios(predictor, dataset, prompt, args.every)
+        if width.size:
+            _logger.info("%s: %d images; first-pass foreground width / instance diameter, "
+                         "5th / 50th / 95th / 99th percentile: %.2f / %.2f / %.2f / %.2f",
+                         dataset, width.size, *np.percentile(width, [5, 50, 95, 99]))
         if not first.size:
             _logger.info("%s: no image rescaled", dataset)
             continue

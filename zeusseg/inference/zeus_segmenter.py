@@ -3,8 +3,13 @@
 Scale: objects should look about ``input_cfg.target_diameter`` px wide to the model (27 px: VISN
 particles at ``scale`` 0.5). The first pass runs at the configured ``scale``; with
 ``auto_scale`` the median diameter of the instances found sets the factor of a second pass when
-it differs by more than ``AUTO_SCALE_TOLERANCE`` (cellpose-style size estimation, no labels),
-and the size measured in that pass may refine the scale once more (``REFINE_TOLERANCE``);
+it differs by more than ``AUTO_SCALE_TOLERANCE`` (cellpose-style size estimation, no labels;
+objects read larger than the target are brought down already past ``DOWN_TOLERANCE``),
+and the size measured in that pass may refine the scale once more (``REFINE_TOLERANCE``).
+Objects much larger than the target come out of a pass cut into fragments whose median
+diameter can look right; when the foreground's own width (``inscribed_diameter``) reads more
+than ``FRAGMENT_RATIO`` times the instances' diameter, the size is taken from the foreground
+(``pass_diameter``);
 when the first pass finds no instance but at least ``MIN_FG_SHARE`` foreground pixels, a pass
 at twice the scale probes for objects too small to separate.
 
@@ -19,7 +24,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +32,20 @@ import torch
 
 from zeusseg.adapters import load_adapter
 from zeusseg.factory import _build_zeus, build_zeus
+from zeusseg.inference.auto_scale import (  # noqa: F401  (re-exported: the scale rules)
+    AUTO_SCALE_TOLERANCE,
+    DOWN_TOLERANCE,
+    FRAGMENT_RATIO,
+    MAX_SCALE,
+    MIN_FOR_SIZE,
+    MIN_SCALE,
+    REFINE_PASSES,
+    REFINE_TOLERANCE,
+    WHOLE_RATIO,
+    _Pass,
+    next_scale,
+    pass_diameter,
+)
 from zeusseg.inference.class_assignment import apply_class_head, plan_prompts
 from zeusseg.inference.heads import find_class_head, find_quality_head
 from zeusseg.inference.instance_segmentation import assign_classes, decode_instances
@@ -42,23 +61,17 @@ from zeusseg.tiling import (
     scaled_window,
     segment_tiled,
 )
-from zeusseg.transforms import median_diameter, resize_image, resize_labels, scaled_shape
+from zeusseg.transforms import (
+    inscribed_diameter,
+    median_diameter,
+    resize_image,
+    resize_labels,
+    scaled_shape,
+)
 
 _logger = logging.getLogger(__name__)
 
-AUTO_SCALE_TOLERANCE = 1.6
-"""Rescale only when the median diameter leaves [target / 1.6, target * 1.6] = [17, 43] px
-for the 27 px target: the object sizes the default model saw in training (visn-train particles
-at scale 0.5: 5th-95th percentile 17-30 px; dsb-train nuclei 27 px with +-35 % jitter)."""
-REFINE_PASSES = 1
-REFINE_TOLERANCE = 1.15
-"""After a rescale, the size is measured again and one more pass runs when it still misses the
-target by more than 15 %: a first pass far from the objects' scale misjudges their size (at the
-default 0.5, small touching nuclei merge, so their diameter reads too large), while the pass
-near the target reads it within a few per cent (dsb-train, docs/decoding.md#scale)."""
-MIN_FOR_SIZE = 1
 MIN_FG_SHARE = 0.002
-MIN_SCALE, MAX_SCALE = 0.1, 2.0
 MAX_PIXELS = 6_000_000
 
 
@@ -85,19 +98,6 @@ def _restore(masks: InstanceMasks, shape: tuple[int, int]) -> InstanceMasks:
     keep = np.isin(masks.ids, np.unique(labels[labels > 0]))
     return InstanceMasks(labels=labels, ids=masks.ids[keep], class_ids=masks.class_ids[keep],
                          scores=masks.scores[keep], class_names=masks.class_names).relabelled()
-
-
-@dataclass
-class _Pass:
-    """One prediction pass: instances at the original size and what auto-scale needs."""
-
-    masks: InstanceMasks
-    n_found: int  # instances at the model scale (some may vanish in the resize back)
-    diameter: float  # median equivalent diameter at the model scale, NaN without instances
-    fg_share: float  # share of pixels with foreground probability > 0.5
-    factor: float  # the scale of this pass
-    whole: bool  # one encoder pass over the whole image (not tiled)
-    probs: np.ndarray | None = None  # (P, 3, h, w) maps at the model scale; None when tiled
 
 
 FLIPS = ((True, True), (True, False), (False, True), (False, False))
@@ -134,8 +134,9 @@ def _run(predictor: ZeusPredictor, grey: np.ndarray, factor: float, prompts,
     small = resize_image(grey, shape) if shape != grey.shape else grey
     probs = _predict(predictor, small, texts or prompts, tta)
     masks = _decode(probs, prompts, **kw)
+    fg = (probs[:, 0] > 0.5).any(axis=0)
     return _Pass(_restore(masks, grey.shape), len(masks), median_diameter(masks.labels),
-                 float((probs[:, 0] > 0.5).mean()), factor, True, probs)
+                 float(fg.mean()), factor, True, probs, inscribed_diameter(fg))
 
 
 def _run_tiled(predictor: ZeusPredictor, grey: np.ndarray, shape: tuple[int, int],
@@ -296,25 +297,17 @@ def _scaled_pass(predictor: ZeusPredictor, grey: np.ndarray, factor: float, cap:
                 run = probe
             del probe
         # the rescale, then its refinement(s)
-        for tolerance in (AUTO_SCALE_TOLERANCE, *(REFINE_TOLERANCE,) * REFINE_PASSES):
-            new = next_scale(run, target, cap, tolerance)
+        bands = ((AUTO_SCALE_TOLERANCE, DOWN_TOLERANCE),
+                 *((REFINE_TOLERANCE, None),) * REFINE_PASSES)
+        for tolerance, down in bands:
+            new = next_scale(run, target, cap, tolerance, down)
             if new is None:
                 break
-            _logger.debug("%s: rescaling %.3f -> %.3f (median diameter %.1f px)",
-                          name, run.factor, new, run.diameter)
+            _logger.debug("%s: rescaling %.3f -> %.3f (diameter %.1f px, foreground %.1f px)",
+                          name, run.factor, new, run.diameter, run.fg_width)
             run = None  # free the previous pass's labels before the next
             run = _run(predictor, grey, new, prompts, tiling, tta, **decode_kwargs)
     return run
-
-
-def next_scale(run: _Pass, target: float, cap: float, tolerance: float) -> float | None:
-    """The factor that brings the median diameter ``run`` measured to ``target`` px (clipped to
-    [MIN_SCALE, min(MAX_SCALE, cap)]), or None when it stays within ``tolerance`` of the pass's
-    own factor or the pass found too few instances to measure."""
-    if run.n_found < MIN_FOR_SIZE or not run.diameter > 0:
-        return None
-    new = float(np.clip(run.factor * target / run.diameter, MIN_SCALE, min(MAX_SCALE, cap)))
-    return None if abs(math.log(new / run.factor)) <= math.log(tolerance) else new
 
 
 def build_zeus_segmenter(
