@@ -2,14 +2,14 @@
 
 For every ``--every``-th training image (dsb-train and visn-train; validation and Coelho are
 never read) the model predicts at its configured scale; where that pass would rescale
-(``zeus_segmenter.next_scale``, as in ``zeusseg segment``), the pass at the rescaled factor
+(``auto_scale.next_scale``, as in ``zeusseg segment``), the pass at the rescaled factor
 measures the median instance diameter again. The script logs, per dataset, the ratio
 (estimated / labelled median diameter) in each pass: the first pass's ratio says how far off
 a scale far from the objects' misjudges their size, the rescaled pass's ratio how close a
-second measurement comes. It is the evidence for ``zeus_segmenter.REFINE_TOLERANCE``
+second measurement comes. It is the evidence for ``auto_scale.REFINE_TOLERANCE``
 (docs/decoding.md#scale). It also logs, over every image read, the first pass's foreground
 width / instance diameter (``fg_width / diameter``): its spread on whole objects is the
-evidence for ``zeus_segmenter.FRAGMENT_RATIO`` and ``WHOLE_RATIO``.
+evidence for ``auto_scale.FRAGMENT_RATIO`` and ``WHOLE_RATIO``.
 
     ZEUSSEG_DATA_ROOT=../shared/data .venv/bin/python scripts/measure_size_estimate.py
 """
@@ -24,6 +24,7 @@ import numpy as np
 
 import zeusseg.inference.zeus_segmenter as zs
 from zeusseg.datasets.registry import get_dataset
+from zeusseg.inference import auto_scale
 from zeusseg.io import read_image
 from zeusseg.predictor import ZeusPredictor
 from zeusseg.transforms import median_diameter
@@ -45,7 +46,7 @@ def size_ratios(predictor: ZeusPredictor, dataset: str, prompt: str, every: int)
         run = zs._run(predictor, grey, scale, [prompt], None, False, **kw)
         if run.diameter > 0 and run.fg_width > 0:
             width.append(run.fg_width / run.diameter)
-        new = zs.next_scale(run, target, math.inf, zs.AUTO_SCALE_TOLERANCE, zs.DOWN_TOLERANCE)
+        new = auto_scale.next_scale(run, target, math.inf, *auto_scale.rescale_bands()[0])
         if new is None or not true > 0:
             continue  # no rescale: the refinement never runs on this image
         again = zs._run(predictor, grey, new, [prompt], None, False, **kw)

@@ -42,8 +42,8 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.no_fragment_check:
-        auto_scale.FRAGMENT_RATIO = float("inf")  # read by pass_diameter
-        zs.DOWN_TOLERANCE = zs.AUTO_SCALE_TOLERANCE  # read by segment_image's passes
+        auto_scale.FRAGMENT_RATIO = float("inf")
+        auto_scale.DOWN_TOLERANCE = auto_scale.AUTO_SCALE_TOLERANCE
     segment = zs.build_zeus_segmenter([PROMPTS[args.dataset]], model=args.model)
     ds = get_dataset(args.dataset)
     n_true = n_pred = tp = 0

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import zeusseg.inference.zeus_segmenter as zs
+from zeusseg.inference import auto_scale
 from zeusseg.structures import InstanceMasks
 
 CFG = SimpleNamespace(input_cfg=SimpleNamespace(target_diameter=27.0))
@@ -21,7 +22,7 @@ def _fake_run(monkeypatch, diameter_at):
     def run(predictor, grey, factor, prompts, tiling, tta=False, texts=None, **kw):
         factors.append(round(factor, 4))
         d = diameter_at(factor)
-        return zs._Pass(InstanceMasks(labels=np.zeros(grey.shape, np.int32)),
+        return auto_scale._Pass(InstanceMasks(labels=np.zeros(grey.shape, np.int32)),
                         0 if math.isnan(d) else 5, d, 0.1, factor, True)
 
     monkeypatch.setattr(zs, "_run", run)
@@ -50,7 +51,7 @@ def test_a_size_misread_far_from_scale_is_refined_once(monkeypatch):
     # rescaled 1.35 they read their true 13.5 px, so one more pass goes to 2.7 (capped at 2)
     factors = _fake_run(monkeypatch, lambda f: 10.0 if f == 0.5 else 10.0 * f)
     run = _passes()
-    assert factors == [0.5, 1.35, zs.MAX_SCALE] and run.factor == zs.MAX_SCALE
+    assert factors == [0.5, 1.35, auto_scale.MAX_SCALE] and run.factor == auto_scale.MAX_SCALE
 
 
 def test_refinement_within_tolerance_is_skipped(monkeypatch):
@@ -64,7 +65,7 @@ def test_refinement_stops_after_refine_passes(monkeypatch):
     # an estimate that never settles (always 3x the target) costs at most 2 + REFINE_PASSES
     factors = _fake_run(monkeypatch, lambda f: 81.0)
     run = _passes(first=1.0)
-    assert len(factors) == 2 + zs.REFINE_PASSES == 3
+    assert len(factors) == 2 + auto_scale.REFINE_PASSES == 3
     assert factors == [1.0, round(1 / 3, 4), round(1 / 9, 4)] and run.factor == pytest.approx(1 / 9)
 
 
@@ -90,11 +91,11 @@ def test_inscribed_diameter_reads_the_foreground_width():
 
 def test_pass_diameter_trusts_the_foreground_only_for_fragments():
     masks = InstanceMasks(labels=np.zeros((4, 4), np.int32))
-    whole = zs._Pass(masks, 5, 30.0, 0.1, 0.5, True, fg_width=27.0)  # 0.9x: whole objects
-    cut = zs._Pass(masks, 5, 30.0, 0.1, 0.5, True, fg_width=45.0)  # 1.5x: fragments
-    tiled = zs._Pass(masks, 5, 30.0, 0.1, 0.5, False)  # no foreground width
-    assert zs.pass_diameter(whole) == 30.0 and zs.pass_diameter(tiled) == 30.0
-    assert zs.pass_diameter(cut) == pytest.approx(45.0 / zs.WHOLE_RATIO)
+    whole = auto_scale._Pass(masks, 5, 30.0, 0.1, 0.5, True, fg_width=27.0)  # 0.9x: whole objects
+    cut = auto_scale._Pass(masks, 5, 30.0, 0.1, 0.5, True, fg_width=45.0)  # 1.5x: fragments
+    tiled = auto_scale._Pass(masks, 5, 30.0, 0.1, 0.5, False)  # no foreground width
+    assert auto_scale.pass_diameter(whole) == 30.0 and auto_scale.pass_diameter(tiled) == 30.0
+    assert auto_scale.pass_diameter(cut) == pytest.approx(45.0 / auto_scale.WHOLE_RATIO)
 
 
 def test_objects_cut_into_fragments_are_rescaled_to_their_whole_size(monkeypatch):
@@ -106,7 +107,7 @@ def test_objects_cut_into_fragments_are_rescaled_to_their_whole_size(monkeypatch
         factors.append(round(factor, 4))
         whole = 110.0 * factor
         d, width = (35.0, 0.9 * whole) if factor > 0.4 else (whole, 0.9 * whole)
-        return zs._Pass(InstanceMasks(labels=np.zeros(grey.shape, np.int32)), 5, d, 0.1,
+        return auto_scale._Pass(InstanceMasks(labels=np.zeros(grey.shape, np.int32)), 5, d, 0.1,
                         factor, True, fg_width=width)
 
     monkeypatch.setattr(zs, "_run", run)
@@ -152,4 +153,4 @@ def test_a_pass_measures_fragments_and_the_foreground_width():
     assert run.n_found == 2
     assert run.diameter == pytest.approx(2 * math.sqrt(math.pi * 400 / 2 / math.pi), rel=0.1)
     assert run.fg_width == pytest.approx(40.0, abs=1.5)
-    assert zs.pass_diameter(run) == pytest.approx(run.fg_width / zs.WHOLE_RATIO)
+    assert auto_scale.pass_diameter(run) == pytest.approx(run.fg_width / auto_scale.WHOLE_RATIO)

@@ -49,6 +49,10 @@ class _Pass:
     fg_width: float = float("nan")  # inscribed_diameter of the foreground; NaN when tiled
 
 
+def rescale_bands() -> tuple[tuple[float, float | None], ...]:
+    """(tolerance, down_tolerance) of ``next_scale`` for each pass after the first, in order:
+    the rescale, then ``REFINE_PASSES`` refinements."""
+    return ((AUTO_SCALE_TOLERANCE, DOWN_TOLERANCE), *((REFINE_TOLERANCE, None),) * REFINE_PASSES)
 
 
 def pass_diameter(run: _Pass) -> float:

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from zeusseg.inference.zeus_segmenter import MAX_SCALE, MIN_SCALE
+from zeusseg.inference.auto_scale import MAX_SCALE, MIN_SCALE
 from zeusseg.io.images import normalise_intensity
 from zeusseg.modeling.config import get_zeus_cfg
 from zeusseg.predictor import ZeusPredictor

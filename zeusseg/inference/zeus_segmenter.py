@@ -3,7 +3,8 @@
 Scale: objects should look about ``input_cfg.target_diameter`` px wide to the model (27 px: VISN
 particles at ``scale`` 0.5). The first pass runs at the configured ``scale``; with
 ``auto_scale`` the median diameter of the instances found sets the factor of a second pass when
-it differs by more than ``AUTO_SCALE_TOLERANCE`` (cellpose-style size estimation, no labels;
+it differs by more than ``AUTO_SCALE_TOLERANCE`` (rules and constants:
+``zeusseg.inference.auto_scale``; cellpose-style size estimation, no labels;
 objects read larger than the target are brought down already past ``DOWN_TOLERANCE``),
 and the size measured in that pass may refine the scale once more (``REFINE_TOLERANCE``).
 Objects much larger than the target come out of a pass cut into fragments whose median
@@ -32,20 +33,7 @@ import torch
 
 from zeusseg.adapters import load_adapter
 from zeusseg.factory import _build_zeus, build_zeus
-from zeusseg.inference.auto_scale import (  # noqa: F401  (re-exported: the scale rules)
-    AUTO_SCALE_TOLERANCE,
-    DOWN_TOLERANCE,
-    FRAGMENT_RATIO,
-    MAX_SCALE,
-    MIN_FOR_SIZE,
-    MIN_SCALE,
-    REFINE_PASSES,
-    REFINE_TOLERANCE,
-    WHOLE_RATIO,
-    _Pass,
-    next_scale,
-    pass_diameter,
-)
+from zeusseg.inference.auto_scale import MAX_SCALE, MIN_FOR_SIZE, _Pass, next_scale, rescale_bands
 from zeusseg.inference.class_assignment import apply_class_head, plan_prompts
 from zeusseg.inference.heads import find_class_head, find_quality_head
 from zeusseg.inference.instance_segmentation import assign_classes, decode_instances
@@ -297,9 +285,7 @@ def _scaled_pass(predictor: ZeusPredictor, grey: np.ndarray, factor: float, cap:
                 run = probe
             del probe
         # the rescale, then its refinement(s)
-        bands = ((AUTO_SCALE_TOLERANCE, DOWN_TOLERANCE),
-                 *((REFINE_TOLERANCE, None),) * REFINE_PASSES)
-        for tolerance, down in bands:
+        for tolerance, down in rescale_bands():
             new = next_scale(run, target, cap, tolerance, down)
             if new is None:
                 break
